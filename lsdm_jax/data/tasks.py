@@ -1,0 +1,58 @@
+"""Tasks say what the condition x is for an image y.
+
+* `classcond`: x is the class label (int32), y the image.
+* `superres`: x is y average-pooled by `factor` (float32 NHWC in [0, 1]), y the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lsdm_jax.errors import ConfigError
+
+TASKS = ("classcond", "superres")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What x is. `cond_kind` is 'label' or 'image'; `cond_shape` excludes the batch."""
+
+  name: str
+  cond_kind: str
+  cond_shape: tuple[int, ...]
+  num_classes: int = 0
+  factor: int = 1
+
+  def condition(self, images: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray:
+    """The conditions x for images y (float32 [0, 1]) and their labels."""
+    if self.cond_kind == "label":
+      if labels is None:
+        raise ConfigError("task 'classcond' needs a labelled data source")
+      return labels.astype(np.int32)
+    return avg_pool(images, self.factor)
+
+
+def avg_pool(images: np.ndarray, factor: int) -> np.ndarray:
+  """(N, H, W, C) → (N, H/f, W/f, C) block means, as the paper's low-resolution input."""
+  n, h, w, c = images.shape
+  x = np.asarray(images, np.float32).reshape(n, h // factor, factor, w // factor, factor, c)
+  return x.mean(axis=(2, 4))
+
+
+def make_task(name: str, image_shape: tuple[int, int, int], num_classes: int, factor: int = 4):
+  """Builds a `Task`, checking that it fits the data."""
+  if name == "classcond":
+    if num_classes < 2:
+      raise ConfigError(
+        "task 'classcond' needs labels with at least 2 classes; this source has none "
+        "(use --config.task.name=superres, or an npz with 'labels')"
+      )
+    return Task("classcond", "label", (), num_classes=num_classes)
+  if name == "superres":
+    h, w, c = image_shape
+    if factor not in (2, 4) or h % factor or w % factor:
+      raise ConfigError(f"task.factor={factor} must be 2 or 4 and divide the image size {h}x{w}")
+    return Task("superres", "image", (h // factor, w // factor, c), num_classes, factor)
+  raise ConfigError(f"task.name={name!r} is not one of {TASKS}")
