@@ -1,0 +1,134 @@
+"""Stage-1 encoder E: y → z and decoder D: z → y.
+
+The decoder upsamples with sub-pixel convolutions (a convolution to 4x the channels,
+then depth-to-space) instead of transposed convolutions: same receptive field, no
+checkerboard artefacts, and on XLA:CPU about twice as fast in training, because the
+backward pass of a transposed convolution compiles poorly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+from lsdm_jax.errors import ConfigError
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+  """(B, H, W, C·b²) → (B, H·b, W·b, C)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, block, block, c // (block * block))
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, c // (block * block))
+
+
+def check_image_shape(image_shape: Sequence[int], num_down: int) -> None:
+  h, w, _ = image_shape
+  k = 2**num_down
+  if h % k or w % k:
+    raise ConfigError(
+      f"images of {h}x{w} cannot be downsampled {num_down} times by 2; use an image size "
+      f"divisible by {k} or set fewer stage1.features"
+    )
+
+
+class Encoder(nn.Module):
+  """Conv encoder: each entry of `features` is a stride-2 conv stage, then a dense head.
+
+  Attributes:
+    latent_dim: size of z.
+    features: channels of the stride-2 stages (len = number of halvings).
+    hidden: width of the dense layer before z.
+    variational: if True, also returns a log-variance (for the KL regulariser).
+  """
+
+  latent_dim: int
+  features: Sequence[int] = (32, 64)
+  hidden: int = 256
+  variational: bool = False
+
+  @nn.compact
+  def __call__(self, y: jax.Array):
+    """Args: y (B, H, W, C) in [0, 1]. Returns z (B, latent_dim) [, logvar]."""
+    h = 2.0 * y - 1.0
+    for f in self.features:
+      h = nn.gelu(nn.Conv(f, (3, 3))(h))
+      h = nn.gelu(nn.Conv(f, (4, 4), strides=(2, 2))(h))
+    h = h.reshape(h.shape[0], -1)
+    h = nn.gelu(nn.Dense(self.hidden)(h))
+    z = nn.Dense(self.latent_dim, name="z")(h)
+    if self.variational:
+      return z, nn.Dense(self.latent_dim, name="logvar")(h)
+    return z
+
+
+class Decoder(nn.Module):
+  """Dense stem at 1/2^k resolution, then k sub-pixel ×2 upsampling stages.
+
+  Attributes:
+    image_shape: (H, W, C) of the output.
+    features: channels per stage, coarsest first (mirrors the encoder's, reversed).
+    hidden: width of the dense layer after z.
+  """
+
+  image_shape: Sequence[int]
+  features: Sequence[int] = (64, 32)
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    """Args: z (B, latent_dim). Returns pixel logits (B, H, W, C)."""
+    h_out, w_out, c_out = self.image_shape
+    k = len(self.features)
+    h0, w0 = h_out // 2**k, w_out // 2**k
+    h = nn.gelu(nn.Dense(self.hidden)(z))
+    h = nn.gelu(nn.Dense(h0 * w0 * self.features[0])(h))
+    h = h.reshape(z.shape[0], h0, w0, self.features[0])
+    for i, f in enumerate(self.features):
+      out = self.features[i + 1] if i + 1 < k else f
+      h = depth_to_space(nn.Conv(4 * out, (3, 3))(h), 2)
+      h = nn.gelu(h)
+    return nn.Conv(c_out, (3, 3))(h)  # Logits; `Autoencoder.decode` applies the sigmoid.
+
+
+class Autoencoder(nn.Module):
+  """E and D together, for stage-1 training; use `encode`/`decode` as methods."""
+
+  image_shape: Sequence[int]
+  latent_dim: int
+  features: Sequence[int] = (32, 64)
+  hidden: int = 256
+  variational: bool = False
+
+  def setup(self):
+    check_image_shape(self.image_shape, len(self.features))
+    self.encoder = Encoder(self.latent_dim, self.features, self.hidden, self.variational)
+    self.decoder = Decoder(self.image_shape, tuple(reversed(self.features)), self.hidden)
+
+  def encode(self, y):
+    return self.encoder(y)
+
+  def decode(self, z):
+    """z (B, latent_dim) → images (B, H, W, C) in [0, 1]."""
+    return nn.sigmoid(self.decoder(z))
+
+  def decode_logits(self, z):
+    return self.decoder(z)
+
+  def __call__(self, y):
+    """Initialisation path: y → (pixel logits, encoder output)."""
+    out = self.encoder(y)
+    z = out[0] if self.variational else out
+    return self.decoder(z), out
+
+
+def encode_mean(model: Autoencoder, params, y: jax.Array) -> jax.Array:
+  """E(y): the deterministic code (the mean, for a variational encoder)."""
+  out = model.apply({"params": params}, y, method=Autoencoder.encode)
+  return out[0] if model.variational else out
+
+
+def decode(model: Autoencoder, params, z: jax.Array) -> jax.Array:
+  return model.apply({"params": params}, z, method=Autoencoder.decode)

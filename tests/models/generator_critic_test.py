@@ -1,0 +1,38 @@
+"""Tests of lsdm_jax.models.generator, critic and conditioning."""
+
+import jax
+import jax.numpy as jnp
+
+from lsdm_jax.models.critic import Critic
+from lsdm_jax.models.generator import Generator
+
+
+def test_generator_and_critic_shapes_for_labels_and_images(key):
+  for kind, x in (("label", jnp.array([0, 3, 9])), ("image", jnp.zeros((3, 7, 7, 1)))):
+    gen = Generator(latent_dim=6, cond_kind=kind, num_classes=10, hidden=(16, 16), cond_features=8)
+    eta = jax.random.normal(key, (3, 4))
+    params = gen.init(key, eta, x)["params"]
+    z = gen.apply({"params": params}, eta, x)
+    assert z.shape == (3, 6)
+    critic = Critic(kind, 10, hidden=(16,), cond_features=8)
+    cp = critic.init(key, x, z)["params"]
+    assert critic.apply({"params": cp}, x, z).shape == (3,)
+
+
+def test_generator_output_depends_on_condition_and_noise(key):
+  gen = Generator(latent_dim=4, cond_kind="label", num_classes=3, hidden=(16,))
+  eta = jax.random.normal(key, (2, 4))
+  params = gen.init(key, eta, jnp.array([0, 1]))["params"]
+  a = gen.apply({"params": params}, eta, jnp.array([0, 0]))
+  b = gen.apply({"params": params}, eta, jnp.array([1, 1]))
+  assert not jnp.allclose(a, b)
+  assert not jnp.allclose(a[0], a[1])  # Different η, same label.
+
+
+def test_marginal_critic_ignores_condition(key):
+  critic = Critic("none", hidden=(8,))
+  z = jax.random.normal(key, (4, 3))
+  params = critic.init(key, jnp.zeros(4, jnp.int32), z)["params"]
+  a = critic.apply({"params": params}, jnp.zeros(4, jnp.int32), z)
+  b = critic.apply({"params": params}, jnp.ones(4, jnp.int32), z)
+  assert jnp.array_equal(a, b)
