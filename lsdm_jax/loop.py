@@ -1,0 +1,199 @@
+"""The training loop shared by the stages: resume, checkpoints, progress, NaN policy.
+
+A step function advances the state by `steps_per_call` optimiser steps in one jitted
+call. Training state is checkpointed with Orbax every `save_every` steps and at the end;
+a rerun restores the newest readable checkpoint and continues with the same data and
+random numbers (both are functions of the seed and the step), and a finished stage is
+skipped. Metrics reach the host only on log steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lsdm_jax import checkpoints, parallel
+from lsdm_jax.errors import ConfigError, NonFiniteError
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a stage needs to continue exactly.
+
+  Attributes:
+    step: optimiser steps taken.
+    params: parameter tree (e.g. {'generator': ..., 'critic': ...}).
+    opt_state: optax state tree, same keys.
+    nonfinite: number of steps whose loss or gradients were not finite (not applied).
+    first_nonfinite: the first such step, or -1.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  nonfinite: jax.Array
+  first_nonfinite: jax.Array
+
+  @classmethod
+  def create(cls, params, opt_state) -> TrainState:
+    return cls(
+      jnp.zeros((), jnp.int32),
+      params,
+      opt_state,
+      jnp.zeros((), jnp.int32),
+      jnp.full((), -1, jnp.int32),
+    )
+
+
+def guarded_update(state: TrainState, finite: jax.Array, params, opt_state) -> TrainState:
+  """Applies an update only when it is finite; otherwise counts and skips it."""
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  return state.replace(
+    step=state.step + 1,
+    params=keep(params, state.params),
+    opt_state=keep(opt_state, state.opt_state),
+    nonfinite=state.nonfinite + (~finite).astype(jnp.int32),
+    first_nonfinite=jnp.where(
+      (state.first_nonfinite < 0) & ~finite, state.step, state.first_nonfinite
+    ),
+  )
+
+
+def all_finite(*trees) -> jax.Array:
+  leaves = [x for t in trees for x in jax.tree.leaves(t)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+@dataclasses.dataclass
+class LoopConfig:
+  """How a stage loops. All counts are in optimiser steps."""
+
+  name: str
+  num_steps: int
+  steps_per_call: int = 1
+  log_every: int = 100
+  save_every: int = 1000
+  keep: int = 2
+  skip_nonfinite: bool = False
+
+  def validate(self, prefix: str) -> None:
+    k = self.steps_per_call
+    for field in ("num_steps", "log_every", "save_every"):
+      value = getattr(self, field)
+      if value < 1 or value % k:
+        raise ConfigError(
+          f"{prefix}.{field}={value} must be a positive multiple of {prefix}.steps_per_call={k}"
+        )
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(0, int(round(seconds)))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def run(
+  loop: LoopConfig,
+  state: TrainState,
+  step_fn: Callable[[TrainState, Any], tuple[TrainState, dict]],
+  batch_fn: Callable[[int], Any],
+  manager,
+  meta: dict,
+  *,
+  on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[TrainState, list[dict[str, float]]]:
+  """Trains `state` to `loop.num_steps`, resuming from `manager` if it has a checkpoint.
+
+  Args:
+    loop: counts and policies.
+    state: a freshly initialised (sharded) state; its structure is the restore target.
+    step_fn: jitted (state, batch) → (state, metrics) advancing `steps_per_call` steps.
+    batch_fn: step → batch for the call that starts at `step` (None if the step samples
+      its own data on device).
+    manager: from `checkpoints.make_manager`.
+    meta: JSON-able facts saved beside each checkpoint (the stage's config...).
+    on_log: called on the main process with (step, metrics) at each log step.
+
+  Returns:
+    The trained state and the logged metrics history.
+
+  Raises:
+    NonFiniteError: a step had a non-finite loss or gradient (unless skip_nonfinite).
+  """
+  history: list[dict[str, float]] = []
+  restored = checkpoints.restore_latest(manager, checkpoints.abstract_like(state), what=loop.name)
+  if restored is not None:
+    state, saved_meta, step = restored
+    history = list(saved_meta.get("history", []))
+    if saved_meta.get("done"):
+      logging.info("%s: finished at step %d in an earlier run; skipping", loop.name, step)
+      return state, history
+    logging.info("%s: resuming from step %d", loop.name, step)
+  start = int(state.step)
+  t0, s0 = time.perf_counter(), start
+  step = start
+  while step < loop.num_steps:
+    state, metrics = step_fn(state, batch_fn(step))
+    parallel.dispatch_barrier(state.step)
+    step += loop.steps_per_call
+    is_last = step >= loop.num_steps
+    if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
+      _check_finite(loop, state)
+    if step % loop.log_every == 0 or is_last:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      elapsed = time.perf_counter() - t0
+      rate = (step - s0) / max(elapsed, 1e-9)
+      metrics.update(step=step, steps_per_sec=rate)
+      history.append(metrics)
+      if parallel.is_main_process():
+        terms = " ".join(
+          f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "steps_per_sec")
+        )
+        eta = (loop.num_steps - step) / max(rate, 1e-9)
+        logging.info(
+          "%s step %d/%d (%.0f%%) %s | %.1f steps/s, ETA %s",
+          loop.name,
+          step,
+          loop.num_steps,
+          100.0 * step / loop.num_steps,
+          terms,
+          rate,
+          format_duration(eta),
+        )
+        if on_log is not None:
+          on_log(step, metrics)
+    if step % loop.save_every == 0 or is_last:
+      checkpoints.save(
+        manager, step, state, {**meta, "done": is_last, "history": history}, force=is_last
+      )
+  return state, history
+
+
+def _check_finite(loop: LoopConfig, state: TrainState) -> None:
+  bad, first = (int(v) for v in jax.device_get((state.nonfinite, state.first_nonfinite)))
+  if bad and not loop.skip_nonfinite:
+    raise NonFiniteError(
+      f"{loop.name}: non-finite loss or gradient at step {first}; the last finite "
+      f"checkpoint is kept. Lower the learning rate, or set {loop.name}.skip_nonfinite=True "
+      "to skip such steps"
+    )
+  if bad and math.isfinite(bad):
+    logging.log_every_n_seconds(
+      logging.WARNING, "%s: skipped %d non-finite step(s) so far", 60, loop.name, bad
+    )
+
+
+def numpy_metrics(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
+  """History as arrays, for plots."""
+  keys = sorted({k for h in history for k in h})
+  return {k: np.array([h.get(k, np.nan) for h in history]) for k in keys}
