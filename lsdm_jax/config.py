@@ -1,0 +1,138 @@
+"""The configuration schema: every field, its default and what it means.
+
+Experiment configs in `experiments/configs/` start from `base_config()` and change
+fields. `validate` checks values and combinations and raises `ConfigError` with the
+field's name and the fix; unknown fields are already refused by the locked ConfigDict.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+ESTIMATORS = ("critic", "sinkhorn")
+REGULARIZERS = ("none", "l2", "kl")
+RECON_LOSSES = ("bce", "mse")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Master seed: model init, data order and noise all derive from it.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "mnist5k"  # 'mnist5k' (embedded), 'tfds:<name>' or 'npz:<path>'.
+  c.data.data_dir = ""  # TFDS data directory ('' = TFDS default / $TFDS_DATA_DIR).
+  c.data.image_size = 0  # TFDS only: centre-crop and resize to this size (0 = native).
+  c.data.n_paired = 500  # Paired (x, y) examples drawn from the train split.
+  c.data.n_unpaired = 3500  # Unpaired images (labels dropped) drawn from the rest.
+  c.data.split_seed = 0  # Seed of the paired/unpaired split (class-stratified).
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "classcond"  # 'classcond' (x = label) or 'superres' (x = pooled image).
+  c.task.factor = 4  # superres: downsampling factor, 2 or 4.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Data-parallel axis size (-1 = all devices / mesh.model).
+  c.mesh.model = 1  # Model-parallel axis size (splits large kernels).
+  c.multihost = False  # Call jax.distributed.initialize() before anything else.
+
+  c.stage1 = ml_collections.ConfigDict()
+  c.stage1.latent_dim = 16  # Size of z.
+  c.stage1.features = (32, 64)  # Channels of the stride-2 conv stages (one halving each).
+  c.stage1.hidden = 256  # Width of the dense layers around z.
+  c.stage1.loss = "bce"  # Reconstruction loss: 'bce' (per pixel, summed) or 'mse'.
+  c.stage1.regularizer = "kl"  # Latent regulariser: 'none', 'l2' or 'kl' (VAE-style).
+  c.stage1.reg_weight = 0.5  # Weight of the regulariser (β for 'kl').
+  c.stage1.steps = 3000  # Optimiser steps.
+  c.stage1.batch_size = 128  # Global batch size (divisible by the data axis).
+  c.stage1.learning_rate = 2e-3  # Peak learning rate (warm-up then cosine decay).
+  c.stage1.warmup_steps = 100  # Linear warm-up steps.
+  c.stage1.log_every = 100  # Steps between progress lines.
+  c.stage1.save_every = 1000  # Steps between checkpoints.
+  c.stage1.keep = 2  # Checkpoints kept.
+  c.stage1.steps_per_call = 1  # Optimiser steps fused in one jitted call.
+  c.stage1.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
+
+  c.stage2 = ml_collections.ConfigDict()
+  c.stage2.estimator = "critic"  # W1 estimator: 'critic' (dual + GP) or 'sinkhorn' (OTT).
+  c.stage2.noise_dim = 16  # Size of η.
+  c.stage2.hidden = (256, 256, 256)  # Generator MLP widths.
+  c.stage2.cond_features = 128  # Width of the condition embedding.
+  c.stage2.steps = 4000  # Generator updates.
+  c.stage2.batch_size = 256  # Global batch of paired latents per update.
+  c.stage2.learning_rate = 2e-4  # Generator Adam learning rate.
+  c.stage2.b1 = 0.5  # Adam β1 (generator and critic).
+  c.stage2.b2 = 0.9  # Adam β2 (generator and critic).
+  c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic').
+  c.stage2.critic_learning_rate = 2e-4  # Critic Adam learning rate ('critic').
+  c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
+  c.stage2.gp_weight = 10.0  # Gradient-penalty weight ('critic').
+  c.stage2.epsilon = 0.1  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
+  c.stage2.cond_scale = 10.0  # Weight of φ(x) against z in the joint ground cost.
+  c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn').
+  c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
+  c.stage2.log_every = 200  # Generator updates between progress lines.
+  c.stage2.save_every = 1000  # Generator updates between checkpoints.
+  c.stage2.keep = 2  # Checkpoints kept.
+  c.stage2.steps_per_call = 20  # Generator updates fused in one jitted call (lax.scan).
+  c.stage2.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_per_class = 100  # classcond: samples per class for metrics.
+  c.eval.grid_per_class = 10  # classcond: columns of the sample grid (rows = classes).
+  c.eval.num_inputs = 1000  # superres: test inputs evaluated (<= test split size).
+  c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
+  c.eval.enabled = True  # Compute metrics.json after training.
+  return c
+
+
+def _choice(value, allowed, field):
+  from lsdm_jax.errors import ConfigError
+
+  if value not in allowed:
+    raise ConfigError(f"{field}={value!r} is not one of {allowed}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on any impossible value, naming the field."""
+  from lsdm_jax.errors import ConfigError
+
+  _choice(c.stage2.estimator, ESTIMATORS, "stage2.estimator")
+  _choice(c.stage1.regularizer, REGULARIZERS, "stage1.regularizer")
+  _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
+  _choice(c.task.name, ("classcond", "superres"), "task.name")
+  positive = {
+    "stage1.latent_dim": c.stage1.latent_dim,
+    "stage1.steps": c.stage1.steps,
+    "stage1.batch_size": c.stage1.batch_size,
+    "stage1.learning_rate": c.stage1.learning_rate,
+    "stage2.noise_dim": c.stage2.noise_dim,
+    "stage2.steps": c.stage2.steps,
+    "stage2.batch_size": c.stage2.batch_size,
+    "stage2.learning_rate": c.stage2.learning_rate,
+    "stage2.n_critic": c.stage2.n_critic,
+    "stage2.epsilon": c.stage2.epsilon,
+    "stage2.cond_scale": c.stage2.cond_scale,
+    "eval.num_per_class": c.eval.num_per_class,
+    "eval.grid_per_class": c.eval.grid_per_class,
+  }
+  for field, value in positive.items():
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+      raise ConfigError(f"{field}={value!r} must be a positive number")
+  for field in ("stage1.reg_weight", "stage2.gp_weight", "stage2.unpaired_weight"):
+    section, name = field.split(".")
+    if not c[section][name] >= 0:
+      raise ConfigError(f"{field}={c[section][name]!r} must be >= 0")
+  if not c.stage1.features or any(f < 1 for f in c.stage1.features):
+    raise ConfigError(f"stage1.features={c.stage1.features!r} must be positive channel counts")
+
+
+def to_json(c: ml_collections.ConfigDict) -> str:
+  return json.dumps(c.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def fingerprint(section: ml_collections.ConfigDict | dict) -> str:
+  """A stable string of a config section, stored beside checkpoints."""
+  d = section.to_dict() if hasattr(section, "to_dict") else section
+  return json.dumps(d, sort_keys=True, default=list)

@@ -1,0 +1,62 @@
+"""PNG output a person can look at: sample grids and training curves."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+
+def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
+  """(rows·cols, H, W, C) in [0, 1] → one (rows·(H+pad), cols·(W+pad), C) mosaic."""
+  n, h, w, c = images.shape
+  cols = -(-n // rows)
+  grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
+  for i in range(n):
+    r, k = divmod(i, cols)
+    grid[
+      pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w
+    ] = images[i]
+  return grid
+
+
+def save_grid(images: np.ndarray, rows: int, path: str | os.PathLike, scale: int = 2) -> None:
+  """Writes a grid of images to a PNG (grayscale or RGB), enlarged `scale` times."""
+  import matplotlib.pyplot as plt
+
+  grid = np.clip(image_grid(images, rows), 0.0, 1.0)
+  grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  if grid.shape[-1] == 1:
+    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  else:
+    plt.imsave(path, grid)
+
+
+def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str) -> None:
+  """One panel per logged quantity against the step."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  keys = [k for k in history[0] if k not in ("step",)] if history else []
+  if not keys:
+    return
+  steps = [h["step"] for h in history]
+  cols = min(3, len(keys))
+  rows = -(-len(keys) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+  for ax, k in zip(axes.flat, keys, strict=False):
+    ax.plot(steps, [h.get(k, np.nan) for h in history])
+    ax.set_title(k, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in list(axes.flat)[len(keys) :]:
+    ax.axis("off")
+  fig.suptitle(title)
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

@@ -1,0 +1,150 @@
+"""Stage 1: the latent space. Train E and D on all images, paired and unpaired.
+
+Loss per image: reconstruction (Bernoulli log-likelihood summed over pixels, or summed
+squared error) plus an optional regulariser of the code: `kl` (VAE-style, β·KL to a
+standard normal, with the reparameterised sample fed to D, which also makes D smooth
+around the codes, keeping Lip(D) in the paper's bound small) or `l2` (β·‖z‖²).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lsdm_jax import checkpoints, loop, parallel
+from lsdm_jax import config as config_lib
+from lsdm_jax.data.sources import to_float
+from lsdm_jax.models.autoencoder import Autoencoder
+
+
+def make_model(cfg: ml_collections.ConfigDict, image_shape) -> Autoencoder:
+  return Autoencoder(
+    image_shape=tuple(image_shape),
+    latent_dim=cfg.latent_dim,
+    features=tuple(cfg.features),
+    hidden=cfg.hidden,
+    variational=cfg.regularizer == "kl",
+  )
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+    0.0, cfg.learning_rate, min(cfg.warmup_steps, cfg.steps - 1), cfg.steps, cfg.learning_rate / 20
+  )
+  return optax.chain(optax.clip_by_global_norm(10.0), optax.adamw(schedule, weight_decay=1e-4))
+
+
+def loss_fn(model: Autoencoder, cfg, params, images: jax.Array, key: jax.Array):
+  """Per-batch loss and metrics. images: (B, H, W, C) float32 in [0, 1]."""
+  out = model.apply({"params": params}, images, method=Autoencoder.encode)
+  if cfg.regularizer == "kl":
+    mu, logvar = out
+    logvar = jnp.clip(logvar, -12.0, 6.0)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+    reg = 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+  else:
+    z = out
+    reg = jnp.sum(z**2, axis=-1) if cfg.regularizer == "l2" else jnp.zeros(z.shape[:1])
+  logits = model.apply({"params": params}, z, method=Autoencoder.decode_logits)
+  axes = tuple(range(1, images.ndim))
+  if cfg.loss == "bce":
+    recon = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, images), axis=axes)
+  else:
+    recon = jnp.sum((jax.nn.sigmoid(logits) - images) ** 2, axis=axes)
+  loss = jnp.mean(recon + cfg.reg_weight * reg)
+  mae = jnp.mean(jnp.abs(jax.nn.sigmoid(logits) - images))
+  return loss, {"loss": loss, "recon": jnp.mean(recon), "reg": jnp.mean(reg), "pixel_mae": mae}
+
+
+def make_train_step(model, tx, cfg, mesh, shardings, base_key):
+  """A jitted, sharded (state, images) → (state, metrics); the state is donated."""
+
+  def train_step(state: loop.TrainState, images: jax.Array):
+    key = jax.random.fold_in(base_key, state.step)
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, model, cfg), has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, images, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = loop.all_finite(metrics["loss"], grads)
+    return loop.guarded_update(state, finite, params, opt_state), metrics
+
+  return jax.jit(
+    train_step,
+    in_shardings=(shardings, parallel.data_sharding(mesh)),
+    out_shardings=(shardings, parallel.replicated(mesh)),
+    donate_argnums=0,
+  )
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """Rows of the global batch at `step`: epochs of seeded permutations, laid end to end.
+
+  A pure function of (seed, step), so a resumed run sees exactly the same batches.
+  """
+  start = step * batch_size
+  out = []
+  while len(out) < batch_size:
+    epoch, offset = divmod(start + len(out), n)
+    perm = _epoch_permutation(n, seed, epoch)
+    out.extend(perm[offset : offset + batch_size - len(out)].tolist())
+  return np.asarray(out)
+
+
+def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) -> tuple:
+  """Trains (or resumes, or skips if finished) stage 1 on `images` (N, H, W, C).
+
+  Returns:
+    (model, params, history).
+  """
+  cfg = config.stage1
+  parallel.check_batch_size(cfg.batch_size, mesh, "stage1.batch_size")
+  model = make_model(cfg, images.shape[1:])
+  tx = make_optimizer(cfg)
+  root = jax.random.key(config.seed)
+  init_key, base_key = jax.random.split(jax.random.fold_in(root, 1))
+
+  def init():
+    params = model.init(init_key, jnp.zeros((1, *images.shape[1:]), jnp.float32))["params"]
+    return loop.TrainState.create(params, tx.init(params))
+
+  state, shardings = parallel.create_sharded(init, mesh)
+  step_fn = make_train_step(model, tx, cfg, mesh, shardings, base_key)
+  rows = parallel.process_slice(cfg.batch_size)
+  data_seed = int(jax.random.randint(jax.random.fold_in(root, 2), (), 0, 2**31 - 1))
+
+  def batch_fn(step: int):
+    idx = batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
+    return parallel.global_batch(mesh, to_float(images[idx]))
+
+  loop_cfg = loop.LoopConfig(
+    name="stage1",
+    num_steps=cfg.steps,
+    steps_per_call=cfg.steps_per_call,
+    log_every=cfg.log_every,
+    save_every=cfg.save_every,
+    keep=cfg.keep,
+    skip_nonfinite=cfg.skip_nonfinite,
+  )
+  loop_cfg.validate("stage1")
+  if cfg.steps_per_call != 1:
+    from lsdm_jax.errors import ConfigError
+
+    raise ConfigError("stage1.steps_per_call must be 1 (stage-1 batches come from the host)")
+  manager = checkpoints.make_manager(
+    pathlib.Path(workdir) / "stage1", save_every=cfg.save_every, keep=cfg.keep
+  )
+  meta = {"config": config_lib.fingerprint(cfg), "image_shape": list(images.shape[1:])}
+  state, history = loop.run(loop_cfg, state, step_fn, batch_fn, manager, meta)
+  manager.close()
+  return model, state.params, history

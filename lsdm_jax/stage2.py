@@ -1,0 +1,261 @@
+"""Stage 2: a one-step generator G(η, x) → z matched to the paired latents in joint W1.
+
+Training uses paired latents only (x, z = E(y)), standardised per dimension. Each
+generator update samples a batch (x, z) and noise η, and moves G so that the joint
+cloud (x, G(η, x)) approaches (x, z) under the chosen W1 estimator:
+
+* `critic`: WGAN-GP. `n_critic` critic updates (a `lax.scan`) then one generator update;
+  the critic's dual value E f(x, z) − E f(x, G) is the running W1 estimate.
+* `sinkhorn`: the debiased Sinkhorn divergence of OTT-JAX with the Euclidean cost on
+  joint points (cond_scale·φ(x), z), at an absolute ε (see `wasserstein`).
+
+Optional (beyond the paper): with `unpaired_weight > 0` G also matches the latent
+*marginal* of the unpaired images, with conditions drawn from the paired set's prior,
+by a second W1 term (a second critic on z alone, or a Sinkhorn divergence on z).
+
+`steps_per_call` generator updates are fused in one jitted call by a `lax.scan`;
+all latents live on the device and batches are drawn there, so the host only
+dispatches and logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from lsdm_jax import checkpoints, loop, parallel, wasserstein
+from lsdm_jax import config as config_lib
+from lsdm_jax.data.tasks import Task
+from lsdm_jax.models.critic import Critic
+from lsdm_jax.models.generator import Generator
+
+
+def make_generator(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) -> Generator:
+  return Generator(
+    latent_dim, task.cond_kind, task.num_classes, tuple(cfg.hidden), cfg.cond_features
+  )
+
+
+def make_critics(cfg: ml_collections.ConfigDict, task: Task) -> dict[str, Critic]:
+  critics = {
+    "critic": Critic(task.cond_kind, task.num_classes, tuple(cfg.critic_hidden), cfg.cond_features)
+  }
+  if cfg.unpaired_weight > 0:
+    critics["marginal_critic"] = Critic("none", hidden=tuple(cfg.critic_hidden))
+  return critics
+
+
+def _adam(lr: float, cfg) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
+
+
+def _sample(key, data: dict, batch: int, mesh):
+  """A batch (x, z) drawn with replacement from on-device arrays, split over `data`."""
+  idx = jax.random.randint(key, (batch,), 0, data["z"].shape[0])
+  constrain = functools.partial(
+    jax.lax.with_sharding_constraint, shardings=parallel.data_sharding(mesh)
+  )
+  return constrain(jnp.take(data["x"], idx, axis=0)), constrain(jnp.take(data["z"], idx, axis=0))
+
+
+def _sample_unpaired(key, data: dict, batch: int, mesh):
+  idx = jax.random.randint(key, (batch,), 0, data["z_unpaired"].shape[0])
+  return jax.lax.with_sharding_constraint(
+    jnp.take(data["z_unpaired"], idx, axis=0), parallel.data_sharding(mesh)
+  )
+
+
+class Stage2:
+  """The stage-2 models, optimisers and the fused, jitted training step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, task: Task, latent_dim: int, mesh):
+    self.cfg = cfg = config.stage2
+    self.task, self.latent_dim, self.mesh = task, latent_dim, mesh
+    self.generator = make_generator(cfg, task, latent_dim)
+    self.critics = make_critics(cfg, task) if cfg.estimator == "critic" else {}
+    self.gen_tx = _adam(cfg.learning_rate, cfg)
+    self.critic_tx = _adam(cfg.critic_learning_rate, cfg)
+    root = jax.random.fold_in(jax.random.key(config.seed), 3)
+    self.init_key, self.base_key = jax.random.split(root)
+
+  # ------------------------------------------------------------------ state
+
+  def init_state(self, x_example: jax.Array) -> loop.TrainState:
+    keys = jax.random.split(self.init_key, 1 + len(self.critics))
+    eta = jnp.zeros((1, self.cfg.noise_dim))
+    z = jnp.zeros((1, self.latent_dim))
+    params = {"generator": self.generator.init(keys[0], eta, x_example)["params"]}
+    opt = {"generator": self.gen_tx.init(params["generator"])}
+    for k, (name, critic) in zip(keys[1:], self.critics.items(), strict=True):
+      params[name] = critic.init(k, x_example, z)["params"]
+      opt[name] = self.critic_tx.init(params[name])
+    return loop.TrainState.create(params, opt)
+
+  # ------------------------------------------------------------------ losses
+
+  def generate_latents(self, gen_params, x: jax.Array, key: jax.Array) -> jax.Array:
+    eta = jax.random.normal(key, (x.shape[0], self.cfg.noise_dim))
+    return self.generator.apply({"params": gen_params}, eta, x)
+
+  def _prior_x(self, key, data):
+    idx = jax.random.randint(key, (self.cfg.batch_size,), 0, data["x"].shape[0])
+    return jax.lax.with_sharding_constraint(
+      jnp.take(data["x"], idx, axis=0), parallel.data_sharding(self.mesh)
+    )
+
+  def _critic_phase(self, params, opt_state, data, key):
+    """n_critic updates of the critic(s) against the current generator."""
+    cfg, gen_params = self.cfg, params["generator"]
+    names = list(self.critics)
+
+    def one(carry, k):
+      cparams, copt = carry
+      k_real, k_eta, k_gp, k_prior, k_eta2, k_gp2, k_un = jax.random.split(k, 7)
+      x, z = _sample(k_real, data, cfg.batch_size, self.mesh)
+      fake = jax.lax.stop_gradient(self.generate_latents(gen_params, x, k_eta))
+
+      def loss(cp):
+        f = lambda xx, zz: self.critics["critic"].apply({"params": cp["critic"]}, xx, zz)
+        total, m = wasserstein.critic_loss(f, x, z, fake, k_gp, cfg.gp_weight)
+        if "marginal_critic" in cp:
+          xp = self._prior_x(k_prior, data)
+          fake_m = jax.lax.stop_gradient(self.generate_latents(gen_params, xp, k_eta2))
+          real_m = _sample_unpaired(k_un, data, cfg.batch_size, self.mesh)
+          g = lambda xx, zz: self.critics["marginal_critic"].apply(
+            {"params": cp["marginal_critic"]}, xx, zz
+          )
+          t2, m2 = wasserstein.critic_loss(g, xp, real_m, fake_m, k_gp2, cfg.gp_weight)
+          total = total + t2
+          m = {**m, "w1_marginal": m2["w1_critic"]}
+        return total, m
+
+      (_, m), grads = jax.value_and_grad(loss, has_aux=True)(cparams)
+      new_p, new_o = {}, {}
+      for n in names:
+        upd, new_o[n] = self.critic_tx.update(grads[n], copt[n], cparams[n])
+        new_p[n] = optax.apply_updates(cparams[n], upd)
+      return (new_p, new_o), (m, loop.all_finite(grads))
+
+    init = ({n: params[n] for n in names}, {n: opt_state[n] for n in names})
+    (cparams, copt), (metrics, finite) = jax.lax.scan(
+      one, init, jax.random.split(key, cfg.n_critic)
+    )
+    return cparams, copt, jax.tree.map(lambda v: v[-1], metrics), jnp.all(finite)
+
+  def _generator_loss(self, gen_params, critic_params, data, key):
+    cfg = self.cfg
+    k_real, k_eta, k_prior, k_eta2, k_un = jax.random.split(key, 5)
+    x, z = _sample(k_real, data, cfg.batch_size, self.mesh)
+    fake = self.generate_latents(gen_params, x, k_eta)
+    metrics = {}
+    if cfg.estimator == "critic":
+      f = self.critics["critic"].apply({"params": critic_params["critic"]}, x, fake)
+      loss = -jnp.mean(f)
+    else:
+      phi = wasserstein.condition_features(x, self.task.cond_kind, self.task.num_classes)
+      loss = wasserstein.sinkhorn_divergence(
+        wasserstein.joint_points(phi, fake, cfg.cond_scale),
+        wasserstein.joint_points(phi, z, cfg.cond_scale),
+        epsilon=cfg.epsilon,
+        max_iterations=cfg.sinkhorn_iterations,
+      )
+      metrics["sinkhorn"] = loss
+    if cfg.unpaired_weight > 0:
+      xp = self._prior_x(k_prior, data)
+      fake_m = self.generate_latents(gen_params, xp, k_eta2)
+      if cfg.estimator == "critic":
+        g = self.critics["marginal_critic"].apply(
+          {"params": critic_params["marginal_critic"]}, xp, fake_m
+        )
+        marginal = -jnp.mean(g)
+      else:
+        real_m = _sample_unpaired(k_un, data, cfg.batch_size, self.mesh)
+        marginal = wasserstein.sinkhorn_divergence(
+          fake_m, real_m, epsilon=cfg.epsilon, max_iterations=cfg.sinkhorn_iterations
+        )
+        metrics["sinkhorn_marginal"] = marginal
+      loss = loss + cfg.unpaired_weight * marginal
+    metrics["gen_loss"] = loss
+    return loss, metrics
+
+  def update(self, state: loop.TrainState, data: dict) -> tuple[loop.TrainState, dict]:
+    """One generator update (after n_critic critic updates for the critic estimator)."""
+    key = jax.random.fold_in(self.base_key, state.step)
+    k_critic, k_gen = jax.random.split(key)
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    metrics, finite = {}, jnp.array(True)
+    if self.critics:
+      cparams, copt, metrics, finite = self._critic_phase(params, opt_state, data, k_critic)
+      params.update(cparams)
+      opt_state.update(copt)
+    critic_params = {n: params[n] for n in self.critics}
+    (_, gm), grads = jax.value_and_grad(self._generator_loss, has_aux=True)(
+      params["generator"], critic_params, data, k_gen
+    )
+    upd, opt_state["generator"] = self.gen_tx.update(
+      grads, opt_state["generator"], params["generator"]
+    )
+    params["generator"] = optax.apply_updates(params["generator"], upd)
+    finite = finite & loop.all_finite(gm, grads)
+    return loop.guarded_update(state, finite, params, opt_state), {**metrics, **gm}
+
+  def make_train_step(self, shardings, data_shardings):
+    """Jitted (state, data) → (state, metrics) running `steps_per_call` updates."""
+    k = self.cfg.steps_per_call
+
+    def train_step(state, data):
+      state, metrics = jax.lax.scan(lambda s, _: self.update(s, data), state, None, length=k)
+      return state, jax.tree.map(lambda v: v[-1], metrics)
+
+    return jax.jit(
+      train_step,
+      in_shardings=(shardings, data_shardings),
+      out_shardings=(shardings, parallel.replicated(self.mesh)),
+      donate_argnums=0,
+    )
+
+
+def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workdir):
+  """Trains (or resumes, or skips) stage 2 on standardised paired latents.
+
+  Args:
+    config: the full config.
+    task: the task (condition kind).
+    data: {'x': (N, ...), 'z': (N, d), 'z_unpaired': (M, d)} jax arrays on `mesh`,
+      z standardised.
+    mesh: device mesh.
+    workdir: run directory; checkpoints go to `workdir/stage2`.
+
+  Returns:
+    (Stage2, params, history).
+  """
+  cfg = config.stage2
+  parallel.check_batch_size(cfg.batch_size, mesh, "stage2.batch_size")
+  s2 = Stage2(config, task, int(data["z"].shape[1]), mesh)
+  x_example = data["x"][:1]
+  state, shardings = parallel.create_sharded(lambda: s2.init_state(x_example), mesh)
+  data_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), data)
+  data = jax.device_put(data, data_shardings)
+  step_fn = s2.make_train_step(shardings, data_shardings)
+  loop_cfg = loop.LoopConfig(
+    name="stage2",
+    num_steps=cfg.steps,
+    steps_per_call=cfg.steps_per_call,
+    log_every=cfg.log_every,
+    save_every=cfg.save_every,
+    keep=cfg.keep,
+    skip_nonfinite=cfg.skip_nonfinite,
+  )
+  loop_cfg.validate("stage2")
+  manager = checkpoints.make_manager(
+    pathlib.Path(workdir) / "stage2", save_every=cfg.save_every, keep=cfg.keep
+  )
+  meta = {"config": config_lib.fingerprint(cfg)}
+  state, history = loop.run(loop_cfg, state, step_fn, lambda step: data, manager, meta)
+  manager.close()
+  return s2, state.params, history

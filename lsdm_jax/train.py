@@ -1,0 +1,186 @@
+"""`train_and_evaluate(config, workdir)`: the whole LSDM pipeline, stage by stage.
+
+data → stage 1 (E, D on paired ∪ unpaired) → latents (Orbax) → stage 2 (G on paired
+latents) → sample grids → metrics.json. Each stage reads only what the previous one
+wrote to the workdir, resumes from its checkpoints, and is skipped once finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lsdm_jax import config as config_lib
+from lsdm_jax import latents, parallel, plots, stage1, stage2
+from lsdm_jax import model as model_lib
+from lsdm_jax import workdir as workdir_lib
+from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
+from lsdm_jax.data.sources import to_float
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """The data side of a run: the data set, the task, and the paired/unpaired split."""
+
+  dataset: Dataset
+  task: Task
+  split: PairedSplit
+
+  def paired_conditions(self) -> np.ndarray:
+    ds, idx = self.dataset, self.split.paired
+    labels = None if ds.train_labels is None else ds.train_labels[idx]
+    images = to_float(ds.train_images[idx]) if self.task.cond_kind == "image" else None
+    return self.task.condition(images, labels)
+
+
+def setup(config: ml_collections.ConfigDict) -> Experiment:
+  """Loads the data and checks the task and split (fails before touching the workdir)."""
+  config_lib.validate(config)
+  ds = load_source(
+    config.data.source, data_dir=config.data.data_dir or None, image_size=config.data.image_size
+  )
+  task = make_task(config.task.name, ds.image_shape, ds.num_classes, config.task.factor)
+  split = paired_unpaired_split(
+    ds.train_labels,
+    config.data.n_paired,
+    config.data.n_unpaired,
+    config.data.split_seed,
+    num_train=len(ds.train_images),
+    require_every_class=task.cond_kind == "label",
+  )
+  return Experiment(ds, task, split)
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, overwrite: bool = False
+) -> dict[str, float]:
+  """Runs (or resumes) every stage and returns the evaluation metrics."""
+  t_start = time.perf_counter()
+  exp = setup(config)
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  wd = workdir_lib.prepare(workdir, config, overwrite=overwrite)
+  ds, split, task = exp.dataset, exp.split, exp.task
+  logging.info(
+    "data %s: %d paired, %d unpaired, %d test; image %s; task %s; mesh %s",
+    ds.name,
+    len(split.paired),
+    len(split.unpaired),
+    len(ds.test_images),
+    ds.image_shape,
+    task.name,
+    dict(mesh.shape),
+  )
+  timings = {}
+
+  # Stage 1 on every training image we may use, paired and unpaired alike.
+  t = time.perf_counter()
+  stage1_images = ds.train_images[np.concatenate([split.paired, split.unpaired])]
+  ae_model, ae_params, history1 = stage1.train(config, stage1_images, mesh, wd)
+  timings["stage1_seconds"] = time.perf_counter() - t
+
+  # Latents: encode once per stage-1 model.
+  t = time.perf_counter()
+  fingerprint = config_lib.fingerprint(config.stage1) + config_lib.fingerprint(config.data)
+  meta = latents.read_meta(wd / "latents")
+  if meta is None or meta.get("stage1") != fingerprint:
+    z_paired = latents.encode(ae_model, ae_params, ds.train_images[split.paired], mesh)
+    z_unpaired = latents.encode(ae_model, ae_params, ds.train_images[split.unpaired], mesh)
+    mean, std = latents.latent_stats(np.concatenate([z_paired, z_unpaired]))
+    latents.save(
+      wd / "latents",
+      mesh,
+      x=exp.paired_conditions(),
+      z=z_paired,
+      z_unpaired=z_unpaired,
+      mean=mean,
+      std=std,
+      meta={
+        "stage1": fingerprint,
+        "image_shape": list(ds.image_shape),
+        "num_classes": ds.num_classes,
+        "latent_dim": config.stage1.latent_dim,
+        "cond_kind": task.cond_kind,
+        "n_unpaired": len(z_unpaired),
+      },
+    )
+  arrays, meta = latents.load(wd / "latents", mesh)
+  timings["latents_seconds"] = time.perf_counter() - t
+
+  # Stage 2 on the standardised paired latents.
+  t = time.perf_counter()
+  data = {
+    "x": arrays["x"],
+    "z": latents.standardise(arrays["z"], arrays["mean"], arrays["std"]),
+    "z_unpaired": latents.standardise(arrays["z_unpaired"], arrays["mean"], arrays["std"]),
+  }
+  s2, params2, history2 = stage2.train(config, task, data, mesh, wd)
+  timings["stage2_seconds"] = time.perf_counter() - t
+
+  lsdm = model_lib.build(
+    config,
+    task,
+    ds.image_shape,
+    ae_model,
+    ae_params,
+    s2,
+    params2["generator"],
+    arrays["mean"],
+    arrays["std"],
+    mesh,
+  )
+  results = {"timings": timings}
+  if parallel.is_main_process():
+    _write_pictures(wd, exp, lsdm, ae_model, ae_params, history1, history2)
+    if config.eval.enabled:
+      t = time.perf_counter()
+      results.update(evaluate(lsdm, exp, config))
+      timings["eval_seconds"] = time.perf_counter() - t
+    timings["total_seconds"] = time.perf_counter() - t_start
+    tmp = wd / "metrics.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+    tmp.replace(wd / "metrics.json")
+    logging.info("metrics: %s", json.dumps(results, sort_keys=True))
+  return results
+
+
+def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, history2):
+  config, ds = lsdm.config, exp.dataset
+  samples = wd / "samples"
+  key = jax.random.key(config.eval.seed)
+  if exp.task.cond_kind == "label":
+    k = config.eval.grid_per_class
+    labels = np.repeat(np.arange(exp.task.num_classes), k)
+    images = lsdm.generate(labels, key)
+    plots.save_grid(images, exp.task.num_classes, samples / "grid.png")
+  # Stage-1 reconstructions of held-out images: top row real, bottom row E→D.
+  real = to_float(ds.test_images[:16])
+  recon = np.asarray(lsdm.decode(lsdm.encode(real)))
+  plots.save_grid(np.concatenate([real, recon]), 2, samples / "reconstructions.png")
+  plots.save_curves(history1, wd / "curves" / "stage1.png", "stage 1")
+  plots.save_curves(history2, wd / "curves" / "stage2.png", "stage 2")
+  logging.info("wrote %s and %s", samples, wd / "curves")
+
+
+def evaluate(lsdm, exp: Experiment, config) -> dict[str, float]:
+  """Metrics on the canonical test split (see `lsdm_jax.metrics`)."""
+  from lsdm_jax.metrics import evaluate as evaluate_lib
+  from lsdm_jax.metrics.classifier import load_or_train_classifier
+
+  net = load_or_train_classifier(exp.dataset)
+  key = jax.random.key(config.eval.seed + 1)
+  if exp.task.cond_kind == "label":
+    labels = np.repeat(np.arange(exp.task.num_classes), config.eval.num_per_class)
+    t = time.perf_counter()
+    images = lsdm.generate(labels, key)
+    elapsed = time.perf_counter() - t
+    out = evaluate_lib.evaluate_classcond(images, labels, exp.dataset, net, seed=config.eval.seed)
+    out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(images)
+    return {k: float(v) for k, v in out.items()}
+  raise NotImplementedError(f"evaluation for task {exp.task.name!r}")
