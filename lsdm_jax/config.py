@@ -39,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.latent_dim = 16  # Size of z.
-  c.stage1.features = (32, 64)  # Channels of the stride-2 conv stages (one halving each).
+  c.stage1.features = (16, 32)  # Channels of the stride-2 conv stages (one halving each).
   c.stage1.hidden = 256  # Width of the dense layers around z.
   c.stage1.loss = "bce"  # Reconstruction loss: 'bce' (per pixel, summed) or 'mse'.
   c.stage1.regularizer = "kl"  # Latent regulariser: 'none', 'l2' or 'kl' (VAE-style).

@@ -76,7 +76,9 @@ def sinkhorn_divergence(
     max_iterations, threshold: Sinkhorn solver stopping rule.
   """
   cost_fn = {"euclidean": costs.Euclidean, "sqeuclidean": costs.SqEuclidean}[cost]()
-  div, _ = sd.sinkdiv(
+  # OTT relies on implicit rank promotion internally; allow it for its call only.
+  with jax.numpy_rank_promotion("allow"):
+    div, _ = sd.sinkdiv(
     a,
     b,
     cost_fn=cost_fn,

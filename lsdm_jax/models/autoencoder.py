@@ -45,7 +45,7 @@ class Encoder(nn.Module):
   """
 
   latent_dim: int
-  features: Sequence[int] = (32, 64)
+  features: Sequence[int] = (16, 32)
   hidden: int = 256
   variational: bool = False
 
@@ -54,8 +54,7 @@ class Encoder(nn.Module):
     """Args: y (B, H, W, C) in [0, 1]. Returns z (B, latent_dim) [, logvar]."""
     h = 2.0 * y - 1.0
     for f in self.features:
-      h = nn.gelu(nn.Conv(f, (3, 3))(h))
-      h = nn.gelu(nn.Conv(f, (4, 4), strides=(2, 2))(h))
+      h = nn.gelu(nn.Conv(f, (3, 3), strides=(2, 2))(h))
     h = h.reshape(h.shape[0], -1)
     h = nn.gelu(nn.Dense(self.hidden)(h))
     z = nn.Dense(self.latent_dim, name="z")(h)
@@ -67,6 +66,10 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
   """Dense stem at 1/2^k resolution, then k sub-pixel ×2 upsampling stages.
 
+  The last stage convolves at half resolution straight to 4·C channels and rearranges
+  them into the full-resolution image: no convolution ever runs at full resolution,
+  whose backward pass (few output channels, many pixels) is XLA:CPU's slowest case.
+
   Attributes:
     image_shape: (H, W, C) of the output.
     features: channels per stage, coarsest first (mirrors the encoder's, reversed).
@@ -74,7 +77,7 @@ class Decoder(nn.Module):
   """
 
   image_shape: Sequence[int]
-  features: Sequence[int] = (64, 32)
+  features: Sequence[int] = (32, 16)
   hidden: int = 256
 
   @nn.compact
@@ -86,11 +89,10 @@ class Decoder(nn.Module):
     h = nn.gelu(nn.Dense(self.hidden)(z))
     h = nn.gelu(nn.Dense(h0 * w0 * self.features[0])(h))
     h = h.reshape(z.shape[0], h0, w0, self.features[0])
-    for i, f in enumerate(self.features):
-      out = self.features[i + 1] if i + 1 < k else f
-      h = depth_to_space(nn.Conv(4 * out, (3, 3))(h), 2)
-      h = nn.gelu(h)
-    return nn.Conv(c_out, (3, 3))(h)  # Logits; `Autoencoder.decode` applies the sigmoid.
+    for f in self.features[1:]:
+      h = nn.gelu(depth_to_space(nn.Conv(4 * f, (3, 3))(h), 2))
+    # Logits; `Autoencoder.decode` applies the sigmoid.
+    return depth_to_space(nn.Conv(4 * c_out, (3, 3))(h), 2)
 
 
 class Autoencoder(nn.Module):
@@ -98,7 +100,7 @@ class Autoencoder(nn.Module):
 
   image_shape: Sequence[int]
   latent_dim: int
-  features: Sequence[int] = (32, 64)
+  features: Sequence[int] = (16, 32)
   hidden: int = 256
   variational: bool = False
 
