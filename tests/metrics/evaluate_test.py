@@ -1,0 +1,74 @@
+"""Tests for the evaluation entry points, on real images and on noise."""
+
+import numpy as np
+import pytest
+
+from lsdm_jax.data.sources import to_float
+from lsdm_jax.errors import DataError
+from lsdm_jax.metrics.evaluate import evaluate_classcond, evaluate_superres, pixel_features
+from lsdm_jax.metrics.image import avg_pool
+
+
+def test_real_images_score_like_real_images(mnist5k, feature_net, train_subset):
+  images, labels = train_subset
+  m = evaluate_classcond(images, labels, mnist5k, feature_net, seed=1)
+  assert m["accuracy"] > 0.95
+  assert 0.5 < m["fd_ratio"] < 2.0
+  assert 0.5 < m["fd_pixels_ratio"] < 2.0
+  assert 0.9 < m["diversity_ratio"] < 1.1
+  assert m["precision"] > 0.7 and m["recall"] > 0.7
+  assert m["joint_w1"] < 1.5 * m["joint_w1_real"]
+  assert m["num_samples"] == 1000
+  assert all(isinstance(v, float) for v in m.values())
+
+
+def test_noise_scores_badly(mnist5k, feature_net):
+  rng = np.random.default_rng(0)
+  noise = rng.random((500, 28, 28, 1), dtype=np.float32)
+  labels = rng.integers(0, 10, 500).astype(np.int32)
+  m = evaluate_classcond(noise, labels, mnist5k, feature_net, joint_w1=False)
+  assert m["accuracy"] < 0.2
+  assert m["fd_ratio"] > 2.5 and m["fd_pixels_ratio"] > 2.5
+  assert m["recall"] < 0.1
+  assert "joint_w1" not in m
+
+
+def test_wrong_labels_lower_accuracy_and_raise_joint_w1(mnist5k, feature_net, train_subset):
+  images, labels = train_subset
+  wrong = (labels + 1) % 10
+  m = evaluate_classcond(images[:500], wrong[:500], mnist5k, feature_net)
+  assert m["accuracy"] < 0.05
+  assert m["joint_w1"] > 2 * m["joint_w1_real"]
+
+
+def test_bad_inputs_are_data_errors(mnist5k, feature_net, train_subset):
+  images, labels = train_subset
+  with pytest.raises(DataError, match="shape"):
+    evaluate_classcond(images[:, :14], labels, mnist5k, feature_net)
+  with pytest.raises(DataError, match="labels"):
+    evaluate_classcond(images, labels[:10], mnist5k, feature_net)
+  with pytest.raises(DataError, match="too few"):
+    evaluate_classcond(images[:3], labels[:3], mnist5k, feature_net)
+  with pytest.raises(DataError, match="range"):
+    evaluate_classcond(images * 255, labels, mnist5k, feature_net)
+
+
+def test_pixel_features_pool_to_a_small_grid():
+  feats = pixel_features(np.ones((2, 28, 28, 1), np.uint8) * 255)
+  assert feats.shape == (2, 49)
+  np.testing.assert_allclose(feats, 1.0)
+
+
+def test_superres_perfect_and_upsampled_outputs(mnist5k, feature_net):
+  targets = to_float(mnist5k.test_images[:200])
+  inputs = np.asarray(avg_pool(targets, 4))
+  perfect = evaluate_superres(targets, inputs, targets, 4, feature_net)
+  assert np.isinf(perfect["psnr"]) and np.isinf(perfect["consistency"])
+  assert perfect["ssim"] == pytest.approx(1.0, abs=1e-5)
+  assert perfect["fd"] == pytest.approx(0.0, abs=1e-6)
+  assert perfect["precision"] == 1.0 and perfect["recall"] == 1.0
+  upsampled = np.repeat(np.repeat(inputs, 4, axis=1), 4, axis=2)
+  blurry = evaluate_superres(upsampled, inputs, targets, 4, None)
+  assert 5.0 < blurry["psnr"] < 40.0 and blurry["ssim"] < 0.9
+  assert blurry["consistency"] > 60.0  # Consistent with its input, though not sharp.
+  assert "fd" not in blurry and blurry["fd_pixels"] > 0
