@@ -30,7 +30,9 @@ def main(argv):
   import jax
 
   if config.multihost:
-    jax.distributed.initialize()
+    from lsdm_jax import parallel
+
+    parallel.initialize_distributed()  # See its docstring for the environment variables.
   logging.info(
     "JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(), jax.devices()
   )

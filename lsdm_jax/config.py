@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel axis size (-1 = all devices / mesh.model).
   c.mesh.model = 1  # Model-parallel axis size (splits large kernels).
-  c.multihost = False  # Call jax.distributed.initialize() before anything else.
+  c.multihost = False  # Connect processes first (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES...).
 
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.latent_dim = 16  # Size of z.

@@ -70,7 +70,13 @@ class LSDM:
     x = x.astype(np.int32 if self.task.cond_kind == "label" else np.float32)
     multiple = self.mesh.shape[parallel.DATA] if self.mesh is not None else 1
     return sampling.generate_batched(
-      self.generate_fn, self.params, x, key, batch_size=batch_size, multiple=multiple
+      self.generate_fn,
+      self.params,
+      x,
+      key,
+      batch_size=batch_size,
+      multiple=multiple,
+      mesh=self.mesh,
     )
 
   @functools.cached_property

@@ -55,13 +55,33 @@ def make_generate_fn(generator: Generator, decoder: Decoder, noise_dim: int, mes
 
 
 def generate_batched(
-  generate_fn, params, x: np.ndarray, key: jax.Array, *, batch_size: int = 1000, multiple: int = 1
+  generate_fn,
+  params,
+  x: np.ndarray,
+  key: jax.Array,
+  *,
+  batch_size: int = 1000,
+  multiple: int = 1,
+  mesh=None,
 ) -> np.ndarray:
   """Generates for any number of conditions, in padded chunks; returns host float32.
 
   Chunk c uses `fold_in(key, c)`, so results depend on `batch_size` but are
-  deterministic for a fixed key.
+  deterministic for a fixed key, and do not depend on the mesh.
+
+  Args:
+    generate_fn: from `make_generate_fn` (with `mesh`, if one is given here).
+    params: its parameters.
+    x: (N, ...) conditions, the same on every process.
+    key: PRNG key.
+    batch_size: rows per jitted call.
+    multiple: chunks are padded to a multiple of this (the data axis size).
+    mesh: the generate function's mesh. Given, each process passes in only the rows its
+      devices hold, and the images are gathered to every host: the way to generate when
+      the mesh spans several processes (all of them must call this).
   """
+  if mesh is not None:
+    multiple = int(np.lcm(multiple, mesh.shape[parallel.DATA]))
   out = []
   for c, start in enumerate(range(0, len(x), batch_size)):
     xb = np.asarray(x[start : start + batch_size])
@@ -69,5 +89,10 @@ def generate_batched(
     pad = (-n) % multiple
     if pad:
       xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-    out.append(np.asarray(generate_fn(params, xb, jax.random.fold_in(key, c)))[:n])
+    if mesh is not None:
+      rows = parallel.process_rows(parallel.data_sharding(mesh), len(xb))
+      xb = parallel.global_batch(mesh, xb[rows], len(xb))
+    images = generate_fn(params, xb, jax.random.fold_in(key, c))
+    parallel.dispatch_barrier(images)
+    out.append(parallel.to_host(images)[:n])
   return np.concatenate(out)

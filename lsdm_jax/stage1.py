@@ -120,12 +120,13 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
 
   state, shardings = parallel.create_sharded(init, mesh)
   step_fn = make_train_step(model, tx, cfg, mesh, shardings, base_key)
-  rows = parallel.process_slice(cfg.batch_size)
+  # This process loads only the rows of each global batch that its own devices hold.
+  rows = parallel.process_rows(parallel.data_sharding(mesh), cfg.batch_size)
   data_seed = int(jax.random.randint(jax.random.fold_in(root, 2), (), 0, 2**31 - 1))
 
   def batch_fn(step: int):
     idx = batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
-    return parallel.global_batch(mesh, to_float(images[idx]))
+    return parallel.global_batch(mesh, to_float(images[idx]), cfg.batch_size)
 
   loop_cfg = loop.LoopConfig(
     name="stage1",

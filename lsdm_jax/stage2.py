@@ -26,6 +26,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from lsdm_jax import checkpoints, loop, parallel, wasserstein
@@ -237,7 +238,8 @@ def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workd
   cfg = config.stage2
   parallel.check_batch_size(cfg.batch_size, mesh, "stage2.batch_size")
   s2 = Stage2(config, task, int(data["z"].shape[1]), mesh)
-  x_example = data["x"][:1]
+  # A host array: jit may not close over a global array that spans other processes.
+  x_example = np.zeros((1, *data["x"].shape[1:]), data["x"].dtype)
   state, shardings = parallel.create_sharded(lambda: s2.init_state(x_example), mesh)
   data_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), data)
   data = jax.device_put(data, data_shardings)

@@ -33,8 +33,10 @@ class Experiment:
   task: Task
   split: PairedSplit
 
-  def paired_conditions(self) -> np.ndarray:
+  def paired_conditions(self, rows: np.ndarray | None = None) -> np.ndarray:
+    """Conditions x of the paired examples (or of paired examples `rows` only)."""
     ds, idx = self.dataset, self.split.paired
+    idx = idx if rows is None else idx[rows]
     labels = None if ds.train_labels is None else ds.train_labels[idx]
     images = to_float(ds.train_images[idx]) if self.task.cond_kind == "image" else None
     return self.task.condition(images, labels)
@@ -65,7 +67,10 @@ def train_and_evaluate(
   t_start = time.perf_counter()
   exp = setup(config)
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
-  wd = workdir_lib.prepare(workdir, config, overwrite=overwrite)
+  if parallel.is_main_process():
+    workdir_lib.prepare(workdir, config, overwrite=overwrite)
+  parallel.sync("workdir")  # The others wait until process 0 has checked the workdir.
+  wd = pathlib.Path(workdir)
   ds, split, task = exp.dataset, exp.split, exp.task
   logging.info(
     "data %s: %d paired, %d unpaired, %d test; image %s; task %s; mesh %s",
@@ -90,24 +95,29 @@ def train_and_evaluate(
   fingerprint = config_lib.fingerprint(config.stage1) + config_lib.fingerprint(config.data)
   meta = latents.read_meta(wd / "latents")
   if meta is None or meta.get("stage1") != fingerprint:
-    z_paired = latents.encode(ae_model, ae_params, ds.train_images[split.paired], mesh)
-    z_unpaired = latents.encode(ae_model, ae_params, ds.train_images[split.unpaired], mesh)
-    mean, std = latents.latent_stats(np.concatenate([z_paired, z_unpaired]))
+    # Each process encodes (and reads) only the rows its devices hold.
+    n_paired, n_unpaired = len(split.paired), len(split.unpaired)
+    z_paired = latents.encode(ae_model, ae_params, ds.train_images, mesh, rows=split.paired)
+    z_unpaired = None
+    if n_unpaired:
+      z_unpaired = latents.encode(ae_model, ae_params, ds.train_images, mesh, rows=split.unpaired)
+    mean, std = latents.latent_stats([z_paired, z_unpaired], [n_paired, n_unpaired])
     latents.save(
       wd / "latents",
       mesh,
-      x=exp.paired_conditions(),
+      x=parallel.global_rows(mesh, exp.paired_conditions, n_paired),
       z=z_paired,
       z_unpaired=z_unpaired,
       mean=mean,
       std=std,
+      n_paired=n_paired,
+      n_unpaired=n_unpaired,
       meta={
         "stage1": fingerprint,
         "image_shape": list(ds.image_shape),
         "num_classes": ds.num_classes,
         "latent_dim": config.stage1.latent_dim,
         "cond_kind": task.cond_kind,
-        "n_unpaired": len(z_unpaired),
       },
     )
   arrays, meta = latents.load(wd / "latents", mesh)
@@ -123,20 +133,17 @@ def train_and_evaluate(
   s2, params2, history2 = stage2.train(config, task, data, mesh, wd)
   timings["stage2_seconds"] = time.perf_counter() - t
 
-  lsdm = model_lib.build(
-    config,
-    task,
-    ds.image_shape,
-    ae_model,
-    ae_params,
-    s2,
-    params2["generator"],
-    arrays["mean"],
-    arrays["std"],
-    mesh,
-  )
+  gen_params, mean, std, view_mesh = params2["generator"], arrays["mean"], arrays["std"], mesh
+  if jax.process_count() > 1:
+    # Process 0 alone makes the pictures and metrics, on its own devices; first every
+    # process joins in copying the (small) trained parameters to every host.
+    ae_params, gen_params, mean, std = parallel.to_host((ae_params, gen_params, mean, std))
+    view_mesh = parallel.local_mesh()
   results = {"timings": timings}
   if parallel.is_main_process():
+    lsdm = model_lib.build(
+      config, task, ds.image_shape, ae_model, ae_params, s2, gen_params, mean, std, view_mesh
+    )
     _write_pictures(wd, exp, lsdm, ae_model, ae_params, history1, history2)
     if config.eval.enabled:
       t = time.perf_counter()
