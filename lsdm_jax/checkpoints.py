@@ -3,22 +3,37 @@
 A checkpoint holds the train state (params, optimizer state, step) and a JSON `meta`
 item (the stage's config fingerprint and whether the stage finished). The data order
 and all randomness are functions of (seed, step), so the step alone restores the data
-iterator and the PRNG stream exactly.
+iterator and the PRNG stream exactly (see `lsdm_jax.loop`).
 
 `latest_step()` does not validate a step: a truncated or damaged checkpoint only fails
 at restore. `restore_latest` therefore tries steps newest first, warns in one line for
-each one it cannot read, and falls back to the previous one.
+each one it cannot read, and falls back to the previous one; a training run moves the
+unreadable ones aside (to `<dir>.unreadable/`) so that their steps can be saved again.
+A save killed half way leaves only an `*.orbax-checkpoint-tmp*` directory, which is never
+restored and is removed when the next manager opens the directory.
+
+Nothing here unpickles: Orbax stores arrays with TensorStore and `meta` as JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging as logging_std
+import os
 import pathlib
+import re
+import shutil
+import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 from lsdm_jax.errors import CheckpointError
+
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 def make_manager(
@@ -32,6 +47,7 @@ def make_manager(
     enable_async_checkpointing=False,
     read_only=read_only,
     create=not read_only,
+    cleanup_tmp_directories=not read_only,
   )
   return ocp.CheckpointManager(
     pathlib.Path(directory).absolute(),
@@ -40,15 +56,111 @@ def make_manager(
   )
 
 
-def save(manager, step: int, state, meta: dict, *, force: bool = False) -> bool:
-  """Saves (state, meta) at `step` if the policy (or `force`) says so."""
-  saved = manager.save(
-    step,
-    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    force=force,
-  )
-  manager.wait_until_finished()
+def save(manager, step: int, state, meta: dict, *, force: bool = False, what: str = "") -> bool:
+  """Saves (state, meta) at `step` if the policy (or `force`) says so.
+
+  Raises:
+    CheckpointError: the directory cannot be written (full disk, permissions).
+  """
+  try:
+    with _quiet_orbax_thread_errors():
+      saved = manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=force,
+      )
+      manager.wait_until_finished()
+  except Exception as e:  # noqa: BLE001 - TensorStore reports I/O errors as ValueError.
+    code = io_error_code(e)
+    if code is None:
+      raise
+    raise CheckpointError(
+      f"cannot write the {what or 'training'} checkpoint of step {step} to "
+      f"{manager.directory} ({os.strerror(code)}); free space or fix permissions, then "
+      "rerun the same command to resume from the last checkpoint"
+    ) from e
   return saved
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def io_error_code(e: BaseException | None) -> int | None:
+  """The errno of an operating-system error in `e`'s chain, raised as OSError or reported
+  in TensorStore's text (`[os_error_code='28']`), or None."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno is not None:
+      return e.errno
+    match = _OS_ERROR_CODE.search(str(e))
+    if match:
+      return int(match.group(1))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+class _DropThreadErrors(logging_std.Filter):
+  """Orbax logs a failed write from each worker thread with a traceback, then raises the
+  same error in the caller, which reports it: drop the duplicates."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return not (
+      record.levelno >= logging_std.ERROR
+      and f"{os.sep}orbax{os.sep}" in record.pathname
+      and "raised an exception" in record.getMessage()
+    )
+
+
+@contextlib.contextmanager
+def _quiet_orbax_thread_errors():
+  logger, dropper = logging_std.getLogger("absl"), _DropThreadErrors()
+  logger.addFilter(dropper)
+  try:
+    yield
+  finally:
+    logger.removeFilter(dropper)
+
+
+class _DropAbandonedReads(logging_std.Filter):
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    text = record.getMessage()
+    return not ("exception was never retrieved" in text and "tensorstore" in text.lower())
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+    return True  # An Orbax read coroutine that never ran to its end.
+  exc, tb = unraisable.exc_value, unraisable.exc_traceback
+  frames = []
+  while tb is not None:
+    frames.append(tb.tb_frame.f_code.co_name)
+    tb = tb.tb_next
+  # TensorStore finishing an abandoned read after Orbax closed its event loop.
+  return isinstance(exc, RuntimeError) and "call_soon_threadsafe" in frames
+
+
+_QUIET = False
+
+
+def _quiet_abandoned_reads() -> None:
+  """A failed restore abandons Orbax's other reads of that checkpoint. When they finish
+  or are collected, possibly much later, Python and asyncio print each one's error with
+  a traceback ("Exception ignored in ...", "Future exception was never retrieved").
+  They repeat the failure that `restore_latest` reports in one line: from the first
+  failure on, drop exactly these (and nothing else)."""
+  global _QUIET
+  gc.collect()  # Most of them go now.
+  if _QUIET:
+    return
+  _QUIET = True
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  logging_std.getLogger("asyncio").addFilter(_DropAbandonedReads())
 
 
 def abstract_like(tree):
@@ -59,13 +171,15 @@ def abstract_like(tree):
   )
 
 
-def restore_latest(manager, abstract_state, *, what: str):
+def restore_latest(manager, abstract_state, *, what: str, set_aside_unreadable: bool = False):
   """Restores the newest readable checkpoint.
 
   Args:
     manager: from `make_manager`.
     abstract_state: pytree of `jax.ShapeDtypeStruct` (with shardings) to restore into.
     what: the stage's name, for messages.
+    set_aside_unreadable: move the unreadable checkpoints newer than the restored one to
+      `<dir>.unreadable/` (training does, so that it can save those steps again).
 
   Returns:
     (state, meta, step), or None when there is no checkpoint at all.
@@ -76,6 +190,7 @@ def restore_latest(manager, abstract_state, *, what: str):
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     return None
+  unreadable = []
   for step in steps:
     try:
       restored = manager.restore(
@@ -84,8 +199,11 @@ def restore_latest(manager, abstract_state, *, what: str):
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
         ),
       )
-      return restored["state"], dict(restored["meta"]), step
+      meta = restored["meta"]
+      if not isinstance(meta, dict):
+        raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
     except Exception as e:  # noqa: BLE001 - Orbax raises ValueError, KeyError, JSON errors...
+      _quiet_abandoned_reads()
       first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
       logging.warning(
         "%s checkpoint at step %d in %s is unreadable (%s: %s); trying an earlier one",
@@ -95,7 +213,31 @@ def restore_latest(manager, abstract_state, *, what: str):
         type(e).__name__,
         first,
       )
+      unreadable.append(step)
+      continue
+    if unreadable and set_aside_unreadable:
+      _set_aside(manager, unreadable)
+    return restored["state"], dict(meta), step
   raise CheckpointError(
     f"no readable {what} checkpoint in {manager.directory} (tried steps {steps}); "
     "delete that directory to retrain the stage"
   )
+
+
+def _set_aside(manager, steps: list[int]) -> None:
+  """Moves unreadable step directories out of the manager's way (never deletes them)."""
+  directory = pathlib.Path(manager.directory)
+  aside = directory.with_name(directory.name + UNREADABLE_SUFFIX)
+  if jax.process_index() == 0:
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      source = directory / str(step)
+      if source.exists():
+        target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.move(source, target)
+        logging.info("moved the unreadable checkpoint %s to %s", source, target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(f"lsdm_set_aside_{directory}")
+  manager.reload()

@@ -2,15 +2,27 @@
 
 A step function advances the state by `steps_per_call` optimiser steps in one jitted
 call. Training state is checkpointed with Orbax every `save_every` steps and at the end;
-a rerun restores the newest readable checkpoint and continues with the same data and
-random numbers (both are functions of the seed and the step), and a finished stage is
-skipped. Metrics reach the host only on log steps.
+a rerun restores the newest readable checkpoint and continues, and a finished stage
+(`meta['done']`) is skipped.
+
+Resume is exact because `TrainState.step` *is* the position of the PRNG stream and of
+the data iterator: each step draws its randomness from `fold_in(base_key, step)`, with
+`base_key` derived from `config.seed` only, and its batch from `batch_fn(step)` (stage 1:
+`stage1.batch_indices`, seeded permutations laid end to end; stage 2 samples on device
+from the step's key). Nothing else carries state from one step to the next, so
+(params, opt_state, step) is the whole checkpoint.
+
+Non-finite losses, gradients or updated parameters are never applied (`guarded_update`):
+the step is counted instead, and at the next log or save step `run` stops with a
+`NonFiniteError` naming the stage and the first such step, before any checkpoint of the
+later steps is written; with `skip_nonfinite` those steps are skipped and training goes on.
+Metrics reach the host only on log steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +34,11 @@ import numpy as np
 from absl import logging
 
 from lsdm_jax import checkpoints, parallel
-from lsdm_jax.errors import ConfigError, NonFiniteError
+from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
+
+# Stage fields that change how a run is carried out, not what it computes: a rerun may
+# change them (e.g. turn on skip_nonfinite after a NaN) and still resume.
+OPERATIONAL_FIELDS = ("log_every", "save_every", "keep", "skip_nonfinite")
 
 
 @flax.struct.dataclass
@@ -55,7 +71,16 @@ class TrainState:
 
 
 def guarded_update(state: TrainState, finite: jax.Array, params, opt_state) -> TrainState:
-  """Applies an update only when it is finite; otherwise counts and skips it."""
+  """Applies an update only when it is finite; otherwise counts and skips it.
+
+  Args:
+    state: the state before the step.
+    finite: scalar bool, whether the step's loss and gradients are finite.
+    params: the updated parameters (also checked here: a finite gradient times a huge
+      learning rate can still overflow).
+    opt_state: the updated optimiser state.
+  """
+  finite = finite & all_finite(params)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   return state.replace(
     step=state.step + 1,
@@ -85,13 +110,34 @@ class LoopConfig:
   keep: int = 2
   skip_nonfinite: bool = False
 
+  @classmethod
+  def from_config(cls, name: str, cfg) -> LoopConfig:
+    """The loop settings of a stage's config section (`config.stage1`, `config.stage2`)."""
+    return cls(
+      name=name,
+      num_steps=cfg.steps,
+      steps_per_call=cfg.steps_per_call,
+      log_every=cfg.log_every,
+      save_every=cfg.save_every,
+      keep=cfg.keep,
+      skip_nonfinite=cfg.skip_nonfinite,
+    )
+
   def validate(self, prefix: str) -> None:
+    """Raises ConfigError naming the field if a count is not usable."""
+    counts = ("steps_per_call", "keep", "num_steps", "log_every", "save_every")
+    for field in counts:
+      value = getattr(self, field)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        name = "steps" if field == "num_steps" else field
+        raise ConfigError(f"{prefix}.{name}={value!r} must be a positive integer")
     k = self.steps_per_call
     for field in ("num_steps", "log_every", "save_every"):
       value = getattr(self, field)
-      if value < 1 or value % k:
+      if value % k:
+        name = "steps" if field == "num_steps" else field
         raise ConfigError(
-          f"{prefix}.{field}={value} must be a positive multiple of {prefix}.steps_per_call={k}"
+          f"{prefix}.{name}={value} must be a multiple of {prefix}.steps_per_call={k}"
         )
 
 
@@ -131,9 +177,13 @@ def run(
     NonFiniteError: a step had a non-finite loss or gradient (unless skip_nonfinite).
   """
   history: list[dict[str, float]] = []
-  restored = checkpoints.restore_latest(manager, checkpoints.abstract_like(state), what=loop.name)
+  _SKIP_WARNED.pop(loop.name, None)
+  restored = checkpoints.restore_latest(
+    manager, checkpoints.abstract_like(state), what=loop.name, set_aside_unreadable=True
+  )
   if restored is not None:
     state, saved_meta, step = restored
+    _check_same_config(loop.name, manager.directory, saved_meta.get("config"), meta.get("config"))
     history = list(saved_meta.get("history", []))
     if saved_meta.get("done"):
       logging.info("%s: finished at step %d in an earlier run; skipping", loop.name, step)
@@ -148,7 +198,7 @@ def run(
     step += loop.steps_per_call
     is_last = step >= loop.num_steps
     if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
-      _check_finite(loop, state)
+      _check_finite(loop, state, is_last)
     if step % loop.log_every == 0 or is_last:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       elapsed = time.perf_counter() - t0
@@ -174,23 +224,62 @@ def run(
           on_log(step, metrics)
     if step % loop.save_every == 0 or is_last:
       checkpoints.save(
-        manager, step, state, {**meta, "done": is_last, "history": history}, force=is_last
+        manager,
+        step,
+        state,
+        {**meta, "done": is_last, "history": history},
+        force=is_last,
+        what=loop.name,
       )
   return state, history
 
 
-def _check_finite(loop: LoopConfig, state: TrainState) -> None:
+def result_fields(fingerprint: str | None) -> dict | None:
+  """A stage's config fingerprint without the fields a rerun may change."""
+  if fingerprint is None:
+    return None
+  d = json.loads(fingerprint)
+  return {k: v for k, v in d.items() if k not in OPERATIONAL_FIELDS}
+
+
+def _check_same_config(name: str, directory, saved: str | None, current: str | None) -> None:
+  """Refuses to resume checkpoints that another config of the stage wrote."""
+  if saved is None or current is None:
+    return
+  old, new = result_fields(saved), result_fields(current)
+  if old != new:
+    diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    raise CheckpointError(
+      f"{name} checkpoints in {directory} were written with {name}.{diff}={old.get(diff)!r}, "
+      f"not {new.get(diff)!r}; use another --workdir, or --overwrite to retrain"
+    )
+
+
+_SKIP_WARNED: dict[str, tuple[float, int]] = {}  # Stage → (time, count) of its last warning.
+
+
+def _check_finite(loop: LoopConfig, state: TrainState, is_last: bool) -> None:
+  """Stops on the first non-finite step (its update was not applied), or warns if skipped
+  (when the count grew, at most once a minute per stage, and at the end)."""
   bad, first = (int(v) for v in jax.device_get((state.nonfinite, state.first_nonfinite)))
   if bad and not loop.skip_nonfinite:
     raise NonFiniteError(
-      f"{loop.name}: non-finite loss or gradient at step {first}; the last finite "
-      f"checkpoint is kept. Lower the learning rate, or set {loop.name}.skip_nonfinite=True "
-      "to skip such steps"
+      f"{loop.name}: non-finite loss, gradient or update in step {first + 1} of "
+      f"{loop.num_steps}; the checkpoints before it are kept. Rerun the same command "
+      f"with --config.{loop.name}.skip_nonfinite=True to resume skipping such steps, or "
+      f"lower {loop.name}.learning_rate in a new run"
     )
-  if bad and math.isfinite(bad):
-    logging.log_every_n_seconds(
-      logging.WARNING, "%s: skipped %d non-finite step(s) so far", 60, loop.name, bad
+  last_time, last_bad = _SKIP_WARNED.get(loop.name, (-float("inf"), 0))
+  now = time.monotonic()
+  if bad > last_bad and (is_last or now - last_time >= 60):
+    logging.warning(
+      "%s: skipped %d non-finite step(s) of %d so far (the first: step %d)",
+      loop.name,
+      bad,
+      int(state.step),
+      first + 1,
     )
+    _SKIP_WARNED[loop.name] = (now, bad)
 
 
 def numpy_metrics(history: list[dict[str, float]]) -> dict[str, np.ndarray]:

@@ -1,0 +1,198 @@
+"""Tests of lsdm_jax.loop: exact resume, skipping finished stages, fallback, NaN policy.
+
+A toy stage (linear regression on batches that are a function of the step, noise from
+`fold_in(key, step)`) keeps these fast; the real stages are exercised end to end in
+tests/experiments/main_test.py.
+"""
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lsdm_jax import checkpoints, loop
+from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
+
+TX = optax.adam(0.05)
+KEY = jax.random.key(7)
+
+
+def _batch(step: int) -> np.ndarray:
+  rng = np.random.default_rng([3, step])  # Like stage1.batch_indices: a function of the step.
+  return rng.normal(size=(8, 4)).astype(np.float32)
+
+
+def _make_step(nan_at: int | None = None, scale: float = 1.0):
+  """A jitted (state, x) → (state, metrics); the loss is NaN at step `nan_at`, and the
+  update is multiplied by scale² (in float32, so 1e30 overflows)."""
+
+  @jax.jit
+  def step_fn(state: loop.TrainState, x):
+    noise = jax.random.normal(jax.random.fold_in(KEY, state.step), (4,))
+
+    def loss_fn(params):
+      loss = jnp.mean((x @ params["w"] - x @ jnp.arange(4.0) + 0.1 * noise @ params["w"]) ** 2)
+      if nan_at is not None:
+        loss = jnp.where(state.step == nan_at, jnp.nan, loss)
+      return loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = TX.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u * scale * scale, state.params, updates)
+    finite = loop.all_finite(loss, grads)
+    return loop.guarded_update(state, finite, params, opt_state), {"loss": loss}
+
+  return step_fn
+
+
+def _fresh() -> loop.TrainState:
+  params = {"w": jnp.zeros(4)}
+  return loop.TrainState.create(params, TX.init(params))
+
+
+def _train(directory, *, num_steps=12, save_every=4, keep=3, step_fn=None, batch_fn=_batch, **kw):
+  cfg = loop.LoopConfig("toy", num_steps, log_every=2, save_every=save_every, keep=keep, **kw)
+  manager = checkpoints.make_manager(directory, save_every=save_every, keep=keep)
+  try:
+    meta = {"config": json.dumps({"lr": 0.05, "save_every": save_every})}
+    return loop.run(cfg, _fresh(), step_fn or _make_step(), batch_fn, manager, meta)
+  finally:
+    manager.close()
+
+
+def _w(state) -> np.ndarray:
+  return np.asarray(state.params["w"])
+
+
+class _Crash(Exception):
+  pass
+
+
+def _crash_at(step_to_crash: int):
+  def batch_fn(step):
+    if step == step_to_crash:
+      raise _Crash
+    return _batch(step)
+
+  return batch_fn
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  state, history = _train(tmp_path_factory.mktemp("reference"))
+  return state, history
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(reference, tmp_path, caplog):
+  with pytest.raises(_Crash):
+    _train(tmp_path, batch_fn=_crash_at(7))  # Dies after saving step 4, before step 8.
+  assert sorted(checkpoints.make_manager(tmp_path, save_every=4, keep=3).all_steps()) == [4]
+  with caplog.at_level(logging.INFO):
+    state, history = _train(tmp_path)
+  assert "toy: resuming from step 4" in caplog.text
+  np.testing.assert_array_equal(_w(state), _w(reference[0]))
+  assert int(state.step) == 12
+  assert [h["loss"] for h in history] == [h["loss"] for h in reference[1]]
+
+
+def test_a_finished_stage_is_skipped_not_retrained(reference, tmp_path, caplog):
+  _train(tmp_path)
+
+  def must_not_run(state, batch):
+    raise AssertionError("a finished stage was trained again")
+
+  with caplog.at_level(logging.INFO):
+    state, history = _train(tmp_path, step_fn=must_not_run)
+  assert "finished at step 12 in an earlier run; skipping" in caplog.text
+  np.testing.assert_array_equal(_w(state), _w(reference[0]))
+  assert len(history) == len(reference[1])
+
+
+def test_an_unreadable_newest_checkpoint_is_set_aside_and_training_resumes_exactly(
+  reference, tmp_path, caplog
+):
+  _train(tmp_path)
+  for f in (tmp_path / "12" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # Truncate every file.
+  with caplog.at_level(logging.WARNING):
+    state, _ = _train(tmp_path)
+  warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+  assert "toy checkpoint at step 12" in warnings[0].getMessage()
+  assert "unreadable" in warnings[0].getMessage()
+  np.testing.assert_array_equal(_w(state), _w(reference[0]))
+  assert [
+    p.name.split("-")[0] for p in (tmp_path.parent / (tmp_path.name + ".unreadable")).iterdir()
+  ] == ["12"]
+  manager = checkpoints.make_manager(tmp_path, save_every=4, keep=3)
+  assert sorted(manager.all_steps()) == [4, 8, 12]  # Step 12 was saved again, readable.
+  assert checkpoints.restore_latest(manager, checkpoints.abstract_like(_fresh()), what="t")[2] == 12
+  manager.close()
+
+
+def test_nonfinite_loss_stops_naming_stage_and_step_and_keeps_finite_checkpoints(tmp_path):
+  with pytest.raises(NonFiniteError, match=r"^toy: .* in step 6 of 12; .*skip_nonfinite=True"):
+    _train(tmp_path, step_fn=_make_step(nan_at=5))
+  manager = checkpoints.make_manager(tmp_path, save_every=4, keep=3)
+  assert sorted(manager.all_steps()) == [4]  # Nothing saved after the bad step.
+  state, meta, _ = checkpoints.restore_latest(
+    manager, checkpoints.abstract_like(_fresh()), what="toy"
+  )
+  manager.close()
+  assert np.all(np.isfinite(_w(state))) and not meta["done"]
+
+
+def test_skip_nonfinite_skips_the_bad_steps_and_finishes(tmp_path):
+  state, _ = _train(tmp_path, step_fn=_make_step(nan_at=5), skip_nonfinite=True)
+  assert int(state.step) == 12 and int(state.nonfinite) == 1 and int(state.first_nonfinite) == 5
+  assert np.all(np.isfinite(_w(state)))
+
+
+def test_an_overflowing_update_is_not_applied(tmp_path):
+  # Finite loss and gradients, but parameters that overflow to inf after the update.
+  with pytest.raises(NonFiniteError, match="in step 1 of"):
+    _train(tmp_path, step_fn=_make_step(scale=1e30))
+  assert not any(p.name.isdigit() for p in tmp_path.iterdir())
+
+
+def test_rerun_after_a_nan_may_turn_on_skip_nonfinite(reference, tmp_path):
+  with pytest.raises(NonFiniteError):
+    _train(tmp_path, step_fn=_make_step(nan_at=5))
+  state, _ = _train(tmp_path, step_fn=_make_step(nan_at=5), skip_nonfinite=True)
+  assert int(state.step) == 12 and int(state.nonfinite) == 1
+
+
+def test_checkpoints_of_another_config_are_refused(tmp_path):
+  with pytest.raises(_Crash):
+    _train(tmp_path, batch_fn=_crash_at(7))
+  cfg = loop.LoopConfig("toy", 12, log_every=2, save_every=4, keep=3)
+  manager = checkpoints.make_manager(tmp_path, save_every=4, keep=3)
+  with pytest.raises(CheckpointError, match=r"toy.lr=0.05, not 0.1; use another --workdir"):
+    loop.run(cfg, _fresh(), _make_step(), _batch, manager, {"config": json.dumps({"lr": 0.1})})
+  # A field that does not change the result (how often to save) may differ.
+  changed = {"config": json.dumps({"lr": 0.05, "save_every": 8})}
+  state, _ = loop.run(cfg, _fresh(), _make_step(), _batch, manager, changed)
+  manager.close()
+  assert int(state.step) == 12
+
+
+@pytest.mark.parametrize(
+  "fields, message",
+  [
+    ({"num_steps": 0}, "toy.steps=0 must be a positive integer"),
+    ({"steps_per_call": 0}, "toy.steps_per_call=0 must be a positive integer"),
+    ({"keep": 0}, "toy.keep=0 must be a positive integer"),
+    ({"save_every": 2.5}, "toy.save_every=2.5 must be a positive integer"),
+    ({"steps_per_call": 4, "num_steps": 10}, "toy.steps=10 must be a multiple of"),
+    ({"steps_per_call": 4, "log_every": 6}, "toy.log_every=6 must be a multiple of"),
+  ],
+)
+def test_loop_config_validation_names_the_field(fields, message):
+  cfg = loop.LoopConfig("toy", **{"num_steps": 12, "log_every": 4, "save_every": 4, **fields})
+  with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    cfg.validate("toy")
