@@ -1,22 +1,41 @@
 """The work directory: its resolved config, and the checks that protect earlier runs.
 
 A workdir belongs to one config. Rerunning the same command resumes; running another
-config on it is refused unless `overwrite=True`, which then clears the old results.
+config on it is refused unless `overwrite=True`, which then clears the old results. Only
+fields that do not change what is computed may differ on a rerun: the stages' loop
+settings (`loop.OPERATIONAL_FIELDS`, e.g. `skip_nonfinite` after a NaN) and `eval.*`.
+
+`prepare` runs after the config and the data were validated (`train.setup`) and before
+anything is written, and it checks that the directory can take a write.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import tempfile
 
 import ml_collections
+from absl import logging
 
 from lsdm_jax import config as config_lib
+from lsdm_jax.checkpoints import UNREADABLE_SUFFIX
 from lsdm_jax.errors import WorkdirError
+from lsdm_jax.loop import OPERATIONAL_FIELDS
 
-RESULTS = ("stage1", "latents", "stage2", "samples", "metrics.json", "curves")
+RESULTS = (
+  "stage1",
+  "latents",
+  "stage2",
+  "samples",
+  "metrics.json",
+  "curves",
+  "stage1" + UNREADABLE_SUFFIX,
+  "stage2" + UNREADABLE_SUFFIX,
+)
+_WRITE_TEST_BYTES = 1 << 16  # Enough to meet a full disk, small enough to be instant.
 
 
 def prepare(
@@ -28,39 +47,83 @@ def prepare(
     WorkdirError: unwritable, or holding a run of another config (without `overwrite`).
   """
   path = pathlib.Path(workdir)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-      pass
-  except OSError as e:
-    raise WorkdirError(
-      f"cannot write to workdir {str(path)!r} ({e.strerror}); choose another "
-      "--workdir or free space"
-    ) from e
+  _check_writable(path)
   resolved = json.loads(config_lib.to_json(config))
   saved_path = path / "config.json"
   if saved_path.exists():
-    try:
-      saved = json.loads(saved_path.read_text())
-    except ValueError:
-      saved = None
-    if saved != resolved:
+    saved = _read_json(saved_path)
+    if not (isinstance(saved, dict) and {"data", "stage1", "stage2"} <= set(saved)):
+      raise WorkdirError(
+        f"{str(saved_path)!r} is not the config of an lsdm-jax run; choose another --workdir"
+      )
+    if _results(saved) != _results(resolved):
       if not overwrite:
-        diff = _diff(saved or {}, resolved)
         raise WorkdirError(
-          f"workdir {str(path)!r} holds a run with a different config ({diff}); pass "
-          "--overwrite to replace it, or choose another --workdir"
+          f"workdir {str(path)!r} holds a run with a different config "
+          f"({_diff(_results(saved), _results(resolved))}); pass --overwrite to replace it, "
+          "or choose another --workdir"
         )
-      for name in RESULTS:
-        target = path / name
-        if target.is_dir():
-          shutil.rmtree(target)
-        elif target.exists():
-          target.unlink()
+      _clear(path)
+    elif saved != resolved:
+      logging.info("workdir %s: resuming with %s", path, _diff(saved, resolved))
+  else:
+    found = [name for name in RESULTS if (path / name).exists()]
+    if found and not overwrite:
+      raise WorkdirError(
+        f"workdir {str(path)!r} has no config.json but holds {found}; pass --overwrite to "
+        "replace them, or choose another --workdir"
+      )
+    _clear(path)
   tmp = saved_path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
-  tmp.replace(saved_path)
+  try:
+    tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    tmp.replace(saved_path)
+  except OSError as e:
+    raise WorkdirError(f"cannot write {str(saved_path)!r} ({e.strerror}); free space") from e
   return path
+
+
+def _check_writable(path: pathlib.Path) -> None:
+  """Creates `path` and writes (and syncs) a small file there, then removes it."""
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-") as f:
+      f.write(b"\0" * _WRITE_TEST_BYTES)
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as e:
+    reason = e.strerror or type(e).__name__
+    if path.exists() and not path.is_dir():
+      reason = "it is a file"
+    raise WorkdirError(
+      f"cannot write to workdir {str(path)!r} ({reason}); choose another --workdir, fix its "
+      "permissions or free space"
+    ) from e
+
+
+def _read_json(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+
+
+def _results(config: dict) -> dict:
+  """The part of a resolved config that decides what a run computes."""
+  out = {k: v for k, v in config.items() if k != "eval"}
+  for stage in ("stage1", "stage2"):
+    if isinstance(out.get(stage), dict):
+      out[stage] = {k: v for k, v in out[stage].items() if k not in OPERATIONAL_FIELDS}
+  return out
+
+
+def _clear(path: pathlib.Path) -> None:
+  for name in RESULTS:
+    target = path / name
+    if target.is_dir():
+      shutil.rmtree(target)
+    elif target.exists():
+      target.unlink()
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:
