@@ -94,10 +94,33 @@ def _choice(value, allowed, field):
     raise ConfigError(f"{field}={value!r} is not one of {allowed}")
 
 
+def _check_types(value, default, field: str) -> None:
+  """Every field has its default's type (tuples: element by element)."""
+  from lsdm_jax.errors import ConfigError
+
+  if isinstance(default, ml_collections.ConfigDict):
+    for k, d in default.items():
+      if k in value:
+        _check_types(value[k], d, f"{field}.{k}" if field else k)
+    return
+  kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+  if isinstance(default, tuple):
+    ok = isinstance(value, (tuple, list)) and all(
+      isinstance(v, kinds.get(type(default[0]), object)) and not isinstance(v, bool)
+      for v in (value if default else ())
+    )
+  else:
+    ok = isinstance(value, kinds.get(type(default), object))
+    ok = ok and (isinstance(default, bool) or not isinstance(value, bool))
+  if not ok:
+    raise ConfigError(f"{field}={value!r} has the wrong type: use a value like {default!r}")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on any impossible value, naming the field."""
   from lsdm_jax.errors import ConfigError
 
+  _check_types(c, base_config(), "")
   _choice(c.stage2.estimator, ESTIMATORS, "stage2.estimator")
   _choice(c.stage1.regularizer, REGULARIZERS, "stage1.regularizer")
   _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
@@ -114,18 +137,31 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage2.n_critic": c.stage2.n_critic,
     "stage2.epsilon": c.stage2.epsilon,
     "stage2.cond_scale": c.stage2.cond_scale,
+    "stage2.critic_learning_rate": c.stage2.critic_learning_rate,
+    "stage2.sinkhorn_iterations": c.stage2.sinkhorn_iterations,
+    "stage2.cond_features": c.stage2.cond_features,
+    "stage1.hidden": c.stage1.hidden,
+    "eval.num_inputs": c.eval.num_inputs,
     "eval.num_per_class": c.eval.num_per_class,
     "eval.grid_per_class": c.eval.grid_per_class,
   }
   for field, value in positive.items():
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
       raise ConfigError(f"{field}={value!r} must be a positive number")
-  for field in ("stage1.reg_weight", "stage2.gp_weight", "stage2.unpaired_weight"):
+  nonnegative = ("stage1.reg_weight", "stage2.gp_weight", "stage2.unpaired_weight")
+  for field in (*nonnegative, "stage1.warmup_steps", "data.image_size"):
     section, name = field.split(".")
     if not c[section][name] >= 0:
       raise ConfigError(f"{field}={c[section][name]!r} must be >= 0")
   if not c.stage1.features or any(f < 1 for f in c.stage1.features):
     raise ConfigError(f"stage1.features={c.stage1.features!r} must be positive channel counts")
+  for field in ("stage2.hidden", "stage2.critic_hidden"):
+    widths = c.stage2[field.split(".")[1]]
+    if any(w < 1 for w in widths):
+      raise ConfigError(f"{field}={widths!r} must be positive widths")
+  for field in ("stage2.b1", "stage2.b2"):
+    if not 0 <= c.stage2[field.split(".")[1]] < 1:
+      raise ConfigError(f"{field}={c.stage2[field.split('.')[1]]!r} must be in [0, 1)")
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:

@@ -57,7 +57,31 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     num_train=len(ds.train_images),
     require_every_class=task.cond_kind == "label",
   )
+  _check_training(config, ds, task, split)
   return Experiment(ds, task, split)
+
+
+def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None:
+  """Checks what the stages would otherwise find only after the workdir is written."""
+  from lsdm_jax.errors import ConfigError
+  from lsdm_jax.loop import LoopConfig
+  from lsdm_jax.models.autoencoder import check_image_shape
+
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  for name in ("stage1", "stage2"):
+    LoopConfig.from_config(name, config[name]).validate(name)
+    parallel.check_batch_size(config[name].batch_size, mesh, f"{name}.batch_size")
+  if config.stage1.steps_per_call != 1:
+    raise ConfigError("stage1.steps_per_call must be 1 (stage-1 batches come from the host)")
+  check_image_shape(ds.image_shape, len(config.stage1.features))
+  if task.cond_kind == "label":
+    counts = np.bincount(ds.train_labels[split.paired], minlength=ds.num_classes)
+    if np.any(counts == 0):
+      missing = np.flatnonzero(counts == 0).tolist()
+      raise ConfigError(
+        f"class(es) {missing} of 0..{ds.num_classes - 1} have no paired example in the train "
+        "split; every class needs one: raise data.n_paired, or relabel the data as 0..K-1"
+      )
 
 
 def train_and_evaluate(
