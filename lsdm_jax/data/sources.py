@@ -8,6 +8,7 @@ Images keep their stored dtype (uint8, or float32 in [0, 1]) to spare memory; ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import importlib.resources
 import os
@@ -248,12 +249,9 @@ def _tfds(name: str, *, data_dir: str | None, image_size: int) -> Dataset:
   test_split = "test"
   splits = {}
   for split in ("train", test_split):
-    splits[split] = _tfds_split(tfds, name, split, data_dir, where)
+    splits[split] = _tfds_split(tfds, name, split, data_dir, where, image_size)
   train_images, train_labels = splits["train"]
   test_images, test_labels = splits[test_split]
-  if image_size:
-    train_images = _crop_resize(train_images, image_size)
-    test_images = _crop_resize(test_images, image_size)
   num_classes = 0
   if train_labels is not None:
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -269,7 +267,7 @@ def _tfds(name: str, *, data_dir: str | None, image_size: int) -> Dataset:
   )
 
 
-def _tfds_split(tfds, name, split, data_dir, where):
+def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
   prepare = (
     f"prepare it on a machine with network access with `tfds build {name} "
     f"--file_format=array_record --data_dir={where}` and copy that directory here "
@@ -285,30 +283,38 @@ def _tfds_split(tfds, name, split, data_dir, where):
       f"TFDS data set {name!r} ({split}) is not prepared in {where}: {prepare}"
     ) from e
   n = len(source)
-  images, labels = [], []
+  if n == 0:
+    raise DataError(f"TFDS data set {name!r} has an empty {split!r} split in {where}")
+  chunks, labels = [], []
+  # Read record by record (the decoding dominates), and resize chunk by chunk, so only
+  # the resized images are ever held whole (CelebA at full size would be 23 GB).
   for start in range(0, n, 1024):
-    rows = source.__getitems__(list(range(start, min(n, start + 1024))))
-    for row in rows:
-      images.append(np.asarray(row["image"]))
-      if "label" in row:
-        labels.append(int(row["label"]))
-  images = np.stack(images)
-  if images.ndim == 3:
-    images = images[..., None]
-  if images.dtype != np.uint8:
-    raise DataError(f"TFDS {name!r} images have dtype {images.dtype}; expected uint8 images")
-  return images, (np.asarray(labels, np.int32) if labels else None)
+    rows = [source[i] for i in range(start, min(n, start + 1024))]
+    images = np.stack([np.asarray(row["image"]) for row in rows])
+    labels.extend(int(row["label"]) for row in rows if "label" in row)
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.dtype != np.uint8:
+      raise DataError(f"TFDS {name!r} images have dtype {images.dtype}; expected uint8 images")
+    chunks.append(_crop_resize(images, image_size) if image_size else images)
+  return np.concatenate(chunks), (np.asarray(labels, np.int32) if labels else None)
+
+
+@functools.cache
+def _resize_fn(size: int, channels: int):
+  """One jitted resize per output shape, shared by all the chunks of a data set."""
+  import jax  # Local: keep data loading free of JAX start-up where it is not needed.
+
+  return jax.jit(lambda x: jax.image.resize(x, (x.shape[0], size, size, channels), "linear"))
 
 
 def _crop_resize(images: np.ndarray, size: int) -> np.ndarray:
   """Centre-crops (N, H, W, C) uint8 images to a square and resizes them to `size`."""
-  import jax  # Local: keep data loading free of JAX start-up where it is not needed.
-
   n, h, w, c = images.shape
   s = min(h, w)
   top, left = (h - s) // 2, (w - s) // 2
   out = np.empty((n, size, size, c), np.uint8)
-  resize = jax.jit(lambda x: jax.image.resize(x, (x.shape[0], size, size, c), "linear"))
+  resize = _resize_fn(size, c)
   for i in range(0, n, 512):
     chunk = images[i : i + 512, top : top + s, left : left + s].astype(np.float32)
     out[i : i + 512] = np.clip(np.rint(np.asarray(resize(chunk))), 0, 255).astype(np.uint8)
