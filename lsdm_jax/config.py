@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.epsilon = 0.1  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
   c.stage2.cond_scale = 10.0  # Weight of φ(x) against z in the joint ground cost.
   c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn').
+  c.stage2.real_noise = 0.0  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
   c.stage2.log_every = 200  # Generator updates between progress lines.
   c.stage2.save_every = 1000  # Generator updates between checkpoints.
@@ -148,7 +149,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field, value in positive.items():
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
       raise ConfigError(f"{field}={value!r} must be a positive number")
-  nonnegative = ("stage1.reg_weight", "stage2.gp_weight", "stage2.unpaired_weight")
+  nonnegative = (
+    "stage1.reg_weight",
+    "stage2.gp_weight",
+    "stage2.unpaired_weight",
+    "stage2.real_noise",
+  )
   for field in (*nonnegative, "stage1.warmup_steps", "data.image_size"):
     section, name = field.split(".")
     if not c[section][name] >= 0:

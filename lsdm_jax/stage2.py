@@ -55,13 +55,21 @@ def _adam(lr: float, cfg) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
 
 
-def _sample(key, data: dict, batch: int, mesh):
-  """A batch (x, z) drawn with replacement from on-device arrays, split over `data`."""
-  idx = jax.random.randint(key, (batch,), 0, data["z"].shape[0])
+def _sample(key, data: dict, batch: int, mesh, real_noise: float = 0.0):
+  """A batch (x, z) drawn with replacement from on-device arrays, split over `data`.
+
+  With `real_noise` > 0 the latents are jittered by N(0, real_noise²): the target becomes
+  a kernel density estimate of the few paired latents rather than their atoms.
+  """
+  k_idx, k_noise = jax.random.split(key)
+  idx = jax.random.randint(k_idx, (batch,), 0, data["z"].shape[0])
   constrain = functools.partial(
     jax.lax.with_sharding_constraint, shardings=parallel.data_sharding(mesh)
   )
-  return constrain(jnp.take(data["x"], idx, axis=0)), constrain(jnp.take(data["z"], idx, axis=0))
+  z = jnp.take(data["z"], idx, axis=0)
+  if real_noise > 0:
+    z = z + real_noise * jax.random.normal(k_noise, z.shape, z.dtype)
+  return constrain(jnp.take(data["x"], idx, axis=0)), constrain(z)
 
 
 def _sample_unpaired(key, data: dict, batch: int, mesh):
@@ -117,7 +125,7 @@ class Stage2:
     def one(carry, k):
       cparams, copt = carry
       k_real, k_eta, k_gp, k_prior, k_eta2, k_gp2, k_un = jax.random.split(k, 7)
-      x, z = _sample(k_real, data, cfg.batch_size, self.mesh)
+      x, z = _sample(k_real, data, cfg.batch_size, self.mesh, cfg.real_noise)
       fake = jax.lax.stop_gradient(self.generate_latents(gen_params, x, k_eta))
 
       def loss(cp):
@@ -151,7 +159,7 @@ class Stage2:
   def _generator_loss(self, gen_params, critic_params, data, key):
     cfg = self.cfg
     k_real, k_eta, k_prior, k_eta2, k_un = jax.random.split(key, 5)
-    x, z = _sample(k_real, data, cfg.batch_size, self.mesh)
+    x, z = _sample(k_real, data, cfg.batch_size, self.mesh, cfg.real_noise)
     fake = self.generate_latents(gen_params, x, k_eta)
     metrics = {}
     if cfg.estimator == "critic":
