@@ -23,7 +23,7 @@ from lsdm_jax import config as config_lib
 from lsdm_jax import latents, parallel, stage1, stage2
 from lsdm_jax.data.tasks import Task
 
-TIMEOUT = 180  # Seconds; the run takes well under a minute on two idle cores.
+TIMEOUT = 360  # Seconds: a hang guard with room for a loaded machine (idle: well under 60).
 
 
 def _config():
