@@ -10,7 +10,7 @@ at restore. `restore_latest` therefore tries steps newest first, warns in one li
 each one it cannot read, and falls back to the previous one; a training run moves the
 unreadable ones aside (to `<dir>.unreadable/`) so that their steps can be saved again.
 A save killed half way leaves only an `*.orbax-checkpoint-tmp*` directory, which is never
-restored and is removed when the next manager opens the directory.
+restored and is removed when the next training run opens the directory.
 
 Nothing here unpickles: Orbax stores arrays with TensorStore and `meta` as JSON.
 """
@@ -34,12 +34,22 @@ from absl import logging
 from lsdm_jax.errors import CheckpointError
 
 UNREADABLE_SUFFIX = ".unreadable"
+TMP_MARK = ".orbax-checkpoint-tmp"  # In the name of a save that has not finished.
 
 
 def make_manager(
   directory: str | pathlib.Path, *, save_every: int, keep: int, read_only: bool = False
 ):
-  """A manager that saves every `save_every` steps (and when forced) and keeps `keep`."""
+  """A manager that saves every `save_every` steps (and when forced) and keeps `keep`.
+
+  Unless `read_only`, first removes what saves cut short left behind. (Orbax's own
+  `cleanup_tmp_directories` runs in the background and may still be running when a
+  manager is closed without saving, e.g. after a finished stage was skipped.)
+  """
+  directory = pathlib.Path(directory).absolute()
+  if not read_only and directory.is_dir() and jax.process_index() == 0:
+    for tmp in directory.glob(f"*{TMP_MARK}*"):
+      shutil.rmtree(tmp, ignore_errors=True)
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
     save_decision_policy=policies.FixedIntervalPolicy(save_every),
@@ -47,10 +57,9 @@ def make_manager(
     enable_async_checkpointing=False,
     read_only=read_only,
     create=not read_only,
-    cleanup_tmp_directories=not read_only,
   )
   return ocp.CheckpointManager(
-    pathlib.Path(directory).absolute(),
+    directory,
     item_names=("state", "meta"),
     options=options,
   )

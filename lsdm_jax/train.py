@@ -23,6 +23,7 @@ from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
 from lsdm_jax.data.sources import to_float
+from lsdm_jax.loop import OPERATIONAL_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +117,9 @@ def train_and_evaluate(
 
   # Latents: encode once per stage-1 model.
   t = time.perf_counter()
-  fingerprint = config_lib.fingerprint(config.stage1) + config_lib.fingerprint(config.data)
+  # Fields a rerun may change (how often to log or save...) do not call for new latents.
+  stage1_fields = {k: v for k, v in config.stage1.items() if k not in OPERATIONAL_FIELDS}
+  fingerprint = config_lib.fingerprint(stage1_fields) + config_lib.fingerprint(config.data)
   meta = latents.read_meta(wd / "latents")
   if meta is None or meta.get("stage1") != fingerprint:
     # Each process encodes (and reads) only the rows its devices hold.

@@ -113,6 +113,8 @@ def test_an_unfinished_save_is_ignored_and_cleaned_up(tmp_path):
   shutil.copytree(tmp_path / "2", tmp_path / "4.orbax-checkpoint-tmp-1700000000")
   assert _restore(tmp_path)[2] == 2
   assert not list(tmp_path.glob("*tmp*"))  # Removed when the manager opened the directory.
+  _saved(tmp_path, steps=(4,))
+  assert _restore(tmp_path)[2] == 4
 
 
 def test_a_full_disk_while_saving_is_a_checkpoint_error(tmp_path, monkeypatch):
