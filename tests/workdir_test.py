@@ -58,7 +58,8 @@ def test_another_config_is_refused_and_nothing_is_touched(tmp_path):
   config = _run(tmp_path)
   before = tree_hash(tmp_path)
   config.stage2.learning_rate = 1e-3
-  with pytest.raises(WorkdirError, match=r"\(stage2.learning_rate: 0.0002 there, 0.001 now\); pass"):
+  diff = r"\(stage2.learning_rate: 0.0002 there, 0.001 now\); pass --overwrite"
+  with pytest.raises(WorkdirError, match=diff):
     workdir.prepare(tmp_path, config)
   assert tree_hash(tmp_path) == before
 
