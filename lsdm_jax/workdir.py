@@ -21,7 +21,7 @@ import ml_collections
 from absl import logging
 
 from lsdm_jax import config as config_lib
-from lsdm_jax.checkpoints import UNREADABLE_SUFFIX
+from lsdm_jax.checkpoints import TMP_MARK, UNREADABLE_SUFFIX
 from lsdm_jax.errors import WorkdirError
 from lsdm_jax.loop import OPERATIONAL_FIELDS
 
@@ -74,6 +74,8 @@ def prepare(
         "replace them, or choose another --workdir"
       )
     _clear(path)
+  for unfinished in path.glob(f"*{TMP_MARK}*"):  # E.g. latents whose save was killed.
+    shutil.rmtree(unfinished, ignore_errors=True)
   tmp = saved_path.with_suffix(".json.tmp")
   try:
     tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))

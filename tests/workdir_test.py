@@ -54,6 +54,13 @@ def test_the_same_config_again_changes_nothing(tmp_path):
   assert tree_hash(tmp_path) == before
 
 
+def test_a_rerun_removes_unfinished_saves(tmp_path):
+  config = _run(tmp_path)
+  (tmp_path / "latents.orbax-checkpoint-tmp-1700000000" / "arrays").mkdir(parents=True)
+  workdir.prepare(tmp_path, config)
+  assert not list(tmp_path.glob("*tmp*")) and (tmp_path / "latents" / "data").exists()
+
+
 def test_another_config_is_refused_and_nothing_is_touched(tmp_path):
   config = _run(tmp_path)
   before = tree_hash(tmp_path)
