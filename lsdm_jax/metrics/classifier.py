@@ -311,8 +311,22 @@ def _abstract_params(image_shape: tuple[int, ...], num_classes: int) -> Any:
   return shapes["params"]
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+  """A checkpointer private to this process.
+
+  The feature net is a per-process cache (in a multi-host run only process 0
+  evaluates), so its reads and writes must not wait at Orbax's cross-process barriers.
+  """
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+    multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"local{me}"
+    )
+  )
+
+
 def _restore(path: pathlib.Path, abstract: Any) -> Any:
-  with ocp.StandardCheckpointer() as ckptr:
+  with _local_checkpointer() as ckptr:
     params = ckptr.restore(path.resolve(), abstract)
   shapes_ok = jax.tree.map(lambda a, b: a.shape == b.shape, params, abstract)
   finite = jax.tree.map(lambda a: bool(jnp.all(jnp.isfinite(a))), params)
@@ -325,8 +339,8 @@ def _save_atomically(path: pathlib.Path, params: Any) -> None:
   """Writes a private copy with Orbax, then renames it into place (or drops a corrupt one)."""
   staging = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   try:
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save((staging / "params").resolve(), params)
+    with _local_checkpointer() as ckptr:
+      ckptr.save((staging / "params").resolve(), jax.device_get(params))
     if path.exists():  # A corrupt entry (we hold the lock, so no one else is writing it).
       shutil.rmtree(path, ignore_errors=True)
     try:
