@@ -1,0 +1,31 @@
+"""4x super-resolution of the embedded 5,000 MNIST digits: 500 paired, 3,500 unpaired.
+
+x is y average-pooled 4x4 (7x7 inputs for 28x28 digits). Stage 1 learns E, D on all
+4,000 training images; stage 2 learns G(η, x) from the 500 pairs only.
+
+    python -m experiments.main --config=experiments/configs/mnist5k_superres.py \
+        --workdir=runs/mnist5k_superres
+
+The same with no unpaired images (stage 1 on the 500 paired ones alone):
+
+    ... --config.data.n_unpaired=0
+"""
+
+from lsdm_jax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.data.source = "mnist5k"
+  config.data.n_paired = 500
+  config.data.n_unpaired = 3500
+  config.task.name = "superres"
+  config.task.factor = 4
+  config.eval.num_inputs = 1000  # The whole mnist5k test split.
+  return config
+
+
+def sweep(add):
+  """The two W1 estimators."""
+  for estimator in ("critic", "sinkhorn"):
+    add(**{"stage2.estimator": estimator})
