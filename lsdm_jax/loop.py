@@ -17,12 +17,20 @@ the step is counted instead, and at the next log or save step `run` stops with a
 `NonFiniteError` naming the stage and the first such step, before any checkpoint of the
 later steps is written; with `skip_nonfinite` those steps are skipped and training goes on.
 Metrics reach the host only on log steps.
+
+Progress: every log step is a log line (step, loss terms, steps/s, ETA) and, on the main
+process, one JSON line in `metrics.jsonl` beside the stage's checkpoint directory (the
+workdir); a resumed run appends, so steps after the last checkpoint may appear twice (the
+later line is the one that counts). In an interactive terminal a one-line progress bar on
+stderr is redrawn as the steps go.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -192,10 +200,13 @@ def run(
   start = int(state.step)
   t0, s0 = time.perf_counter(), start
   step = start
+  bar = ProgressBar(loop.name, loop.num_steps) if parallel.is_main_process() else None
   while step < loop.num_steps:
     state, metrics = step_fn(state, batch_fn(step))
     parallel.dispatch_barrier(state.step)
     step += loop.steps_per_call
+    if bar is not None:
+      bar.update(step, (step - s0) / max(time.perf_counter() - t0, 1e-9))
     is_last = step >= loop.num_steps
     if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
       _check_finite(loop, state, is_last)
@@ -210,6 +221,8 @@ def run(
           f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "steps_per_sec")
         )
         eta = (loop.num_steps - step) / max(rate, 1e-9)
+        bar.clear()
+        _append_jsonl(manager, loop.name, metrics)
         logging.info(
           "%s step %d/%d (%.0f%%) %s | %.1f steps/s, ETA %s",
           loop.name,
@@ -231,7 +244,50 @@ def run(
         force=is_last,
         what=loop.name,
       )
+  if bar is not None:
+    bar.clear()
   return state, history
+
+
+class ProgressBar:
+  """A one-line `\\r` progress bar on stderr, drawn only when stderr is a terminal."""
+
+  def __init__(self, name: str, total: int, width: int = 30, stream=None):
+    self.name, self.total, self.width = name, total, width
+    self.stream = sys.stderr if stream is None else stream
+    self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+    self._last = 0.0
+    self._drawn = False
+
+  def update(self, step: int, rate: float) -> None:
+    """Redraws (at most 10 times a second, and at the end)."""
+    now = time.monotonic()
+    if not self.enabled or (now - self._last < 0.1 and step < self.total):
+      return
+    self._last = now
+    done = int(self.width * step / self.total)
+    eta = format_duration((self.total - step) / max(rate, 1e-9))
+    self.stream.write(
+      f"\r{self.name} [{'#' * done}{'.' * (self.width - done)}] {step}/{self.total} "
+      f"{rate:.1f} steps/s ETA {eta}\x1b[K"
+    )
+    self.stream.flush()
+    self._drawn = True
+
+  def clear(self) -> None:
+    """Erases the bar (before a log line, and at the end)."""
+    if self._drawn:
+      self.stream.write("\r\x1b[K")
+      self.stream.flush()
+      self._drawn = False
+
+
+def _append_jsonl(manager, name: str, metrics: dict[str, float]) -> None:
+  """One JSON line per log step in `<workdir>/metrics.jsonl` (the stage directory's parent)."""
+  path = pathlib.Path(manager.directory).parent / "metrics.jsonl"
+  line = json.dumps({"stage": name, "time": time.time(), **metrics}, allow_nan=True)
+  with open(path, "a") as f:
+    f.write(line + "\n")
 
 
 def result_fields(fingerprint: str | None) -> dict | None:

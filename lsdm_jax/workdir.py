@@ -31,6 +31,7 @@ RESULTS = (
   "stage2",
   "samples",
   "metrics.json",
+  "metrics.jsonl",
   "curves",
   "stage1" + UNREADABLE_SUFFIX,
   "stage2" + UNREADABLE_SUFFIX,

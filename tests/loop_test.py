@@ -196,3 +196,37 @@ def test_loop_config_validation_names_the_field(fields, message):
   cfg = loop.LoopConfig("toy", **{"num_steps": 12, "log_every": 4, "save_every": 4, **fields})
   with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
     cfg.validate("toy")
+
+
+def test_log_steps_append_metrics_jsonl_beside_the_stage_directory(tmp_path):
+  _, history = _train(tmp_path / "toy", num_steps=8)
+  lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [d["step"] for d in lines] == [2, 4, 6, 8] == [h["step"] for h in history]
+  assert all(d["stage"] == "toy" and np.isfinite(d["loss"]) for d in lines)
+
+
+class _Stream:
+  def __init__(self, tty):
+    self.tty, self.text = tty, ""
+
+  def isatty(self):
+    return self.tty
+
+  def write(self, s):
+    self.text += s
+
+  def flush(self):
+    pass
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+  for tty in (False, True):
+    stream = _Stream(tty)
+    bar = loop.ProgressBar("stage1", 10, width=10, stream=stream)
+    bar.update(5, 2.0)
+    bar.clear()
+    if tty:
+      assert "stage1 [#####.....] 5/10 2.0 steps/s ETA 2s" in stream.text
+      assert stream.text.endswith("\r\x1b[K")
+    else:
+      assert stream.text == ""
