@@ -1,0 +1,251 @@
+"""Throughput on one device: training steps, generation, peak memory and FLOP/s.
+
+    python benchmarks/throughput.py            # the real measurement (idle machine)
+    python benchmarks/throughput.py --quick    # tiny models, a few calls: checks it runs
+
+The numbers are only meaningful on an otherwise idle machine: on a loaded one they
+measure the load. Models have the default config's sizes (`lsdm_jax.config.base_config()`,
+28x28x1 images, 10 classes) with freshly initialised parameters: speed does not depend on
+training. Every timing comes after two compiling warm-up calls and waits for each call's
+result.
+
+* Stage 1: examples (images) per second of the library's jitted train step
+  (`stage1.make_train_step`) at `stage1.batch_size`.
+* Stage 2: the critic estimator at batch 256 and n_critic 5, `stage2.steps_per_call`
+  generator updates (each with its 5 critic updates) fused in one `lax.scan` call
+  (`Stage2.make_train_step`): generator steps per second and paired latents per second.
+* Generation: images per second of the jitted y = D(G(η, x)) at batch 1,000, and the
+  median latency of a batch of 1.
+* Peak memory: the process's maximum resident set size (`resource.getrusage`), i.e. the
+  high-water mark over everything above.
+* FLOP/s: a float32 2048x2048 matmul (2·n³ FLOPs) measured in the same process is the
+  reference rate; generating 10,000 images in one call does the FLOPs XLA reports for it
+  (`jax.jit(f).lower(...).compile().cost_analysis()`), and their rate is given as a
+  fraction of the matmul's.
+
+Writes `benchmarks/results/throughput.md` (or `--out`) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lsdm_jax import config as config_lib
+from lsdm_jax import loop, parallel, sampling, stage1, stage2
+from lsdm_jax.data.tasks import Task
+from lsdm_jax.models.autoencoder import Decoder
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "throughput.md"
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def _config(quick: bool):
+  c = config_lib.base_config()
+  c.stage2.estimator, c.stage2.batch_size, c.stage2.n_critic = "critic", 256, 5
+  if quick:
+    c.stage1.features, c.stage1.hidden, c.stage1.latent_dim, c.stage1.batch_size = (4,), 16, 4, 16
+    s = c.stage2
+    s.hidden, s.critic_hidden, s.cond_features, s.noise_dim = (16,), (16,), 8, 4
+    s.batch_size, s.steps_per_call, s.n_critic = 16, 2, 2
+  return c
+
+
+def _time_calls(step, state, batch, calls: int) -> tuple[float, object]:
+  """Seconds per call after two warm-up (compiling) calls."""
+  for _ in range(2):
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)
+  t = time.perf_counter()
+  for _ in range(calls):
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)  # Also avoids jax 0.10's CPU dispatch deadlock.
+  return (time.perf_counter() - t) / calls, state
+
+
+def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
+  cfg = config.stage1
+  model = stage1.make_model(cfg, IMAGE_SHAPE)
+  tx = stage1.make_optimizer(cfg)
+
+  def init():
+    params = model.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))["params"]
+    return loop.TrainState.create(params, tx.init(params))
+
+  state, shardings = parallel.create_sharded(init, mesh)
+  step = stage1.make_train_step(model, tx, cfg, mesh, shardings, jax.random.key(1))
+  images = np.random.default_rng(0).random((cfg.batch_size, *IMAGE_SHAPE), np.float32)
+  seconds, state = _time_calls(step, state, parallel.global_batch(mesh, images), calls)
+  return {"examples_per_s": cfg.batch_size / seconds}, model, state.params
+
+
+def bench_stage2(config, mesh, calls: int) -> tuple[dict, object, object]:
+  cfg = config.stage2
+  task = Task("classcond", "label", (), num_classes=NUM_CLASSES)
+  d = config.stage1.latent_dim
+  rng = np.random.default_rng(0)
+  data = {
+    "x": (np.arange(1024) % NUM_CLASSES).astype(np.int32),
+    "z": rng.standard_normal((1024, d)).astype(np.float32),
+    "z_unpaired": rng.standard_normal((8, d)).astype(np.float32),
+  }
+  s2 = stage2.Stage2(config, task, d, mesh)
+  state, shardings = parallel.create_sharded(lambda: s2.init_state(data["x"][:1]), mesh)
+  data_shardings = {k: parallel.replicated(mesh) for k in data}
+  step = s2.make_train_step(shardings, data_shardings)
+  seconds, state = _time_calls(step, state, jax.device_put(data, data_shardings), calls)
+  steps_per_s = cfg.steps_per_call / seconds
+  out = {"generator_steps_per_s": steps_per_s, "examples_per_s": cfg.batch_size * steps_per_s}
+  return out, s2.generator, state.params["generator"]
+
+
+def _median_seconds(fn, calls: int) -> float:
+  jax.block_until_ready(fn())  # Compiles.
+  times = []
+  for _ in range(calls):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def _flops(jitted, *args) -> float:
+  analysis = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(analysis, list | tuple):  # Older JAX: one dict per program.
+    analysis = analysis[0]
+  return float(analysis["flops"])
+
+
+def bench_matmul(n: int, calls: int) -> float:
+  """FLOP/s of a float32 n×n matmul."""
+  keys = jax.random.split(jax.random.key(2))
+  a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in keys)
+  matmul = jax.jit(jnp.matmul)
+  return 2.0 * n**3 / _median_seconds(lambda: matmul(a, b), calls)
+
+
+def bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls) -> dict:
+  decoder = Decoder(IMAGE_SHAPE, tuple(reversed(autoencoder.features)), autoencoder.hidden)
+  generate = sampling.make_generate_fn(generator, decoder, config.stage2.noise_dim)
+  d = config.stage1.latent_dim
+  params = sampling.generation_params(gen_params, ae_params, jnp.zeros(d), jnp.ones(d))
+  key = jax.random.key(3)
+  labels = lambda n: jnp.arange(n, dtype=jnp.int32) % NUM_CLASSES
+  batch, big = sizes
+  x_batch, x_one, x_big = labels(batch), labels(1), labels(big)
+  out = {
+    "batch": batch,
+    "images_per_s": batch / _median_seconds(lambda: generate(params, x_batch, key), calls),
+    "latency_1_s": _median_seconds(lambda: generate(params, x_one, key), 5 * calls),
+    "big": big,
+    "big_flops": _flops(generate, params, x_big, key),
+  }
+  out["big_seconds"] = _median_seconds(lambda: generate(params, x_big, key), max(1, calls // 2))
+  return out
+
+
+def run(quick: bool, calls: int) -> dict:
+  config = _config(quick)
+  mesh = parallel.make_mesh(1, 1)
+  s1, autoencoder, ae_params = bench_stage1(config, mesh, calls)
+  print(f"stage 1: {s1['examples_per_s']:.0f} images/s", flush=True)
+  s2, generator, gen_params = bench_stage2(config, mesh, calls)
+  print(f"stage 2: {s2['generator_steps_per_s']:.1f} generator steps/s", flush=True)
+  sizes = (100, 1000) if quick else (1000, 10_000)
+  gen = bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls)
+  print(f"generate: {gen['images_per_s']:.0f} images/s", flush=True)
+  n = 512 if quick else 2048
+  matmul = bench_matmul(n, calls)
+  # ru_maxrss is in KiB on Linux, bytes on macOS.
+  scale = 1 if sys.platform == "darwin" else 1024
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+  return {
+    "config": config,
+    "stage1": s1,
+    "stage2": s2,
+    "generate": gen,
+    "matmul_n": n,
+    "matmul_flops_per_s": matmul,
+    "peak_bytes": peak,
+  }
+
+
+def markdown(r: dict, quick: bool) -> str:
+  c, s1, s2, g = r["config"], r["stage1"], r["stage2"], r["generate"]
+  gen_rate = g["big_flops"] / g["big_seconds"]
+  n = r["matmul_n"]
+  rows = [
+    (
+      "stage 1 train step",
+      f"{s1['examples_per_s']:,.0f} images/s",
+      f"batch {c.stage1.batch_size}, features {tuple(c.stage1.features)}, hidden "
+      f"{c.stage1.hidden}, latent {c.stage1.latent_dim}",
+    ),
+    (
+      "stage 2 train step (critic)",
+      f"{s2['generator_steps_per_s']:,.1f} generator steps/s "
+      f"({s2['examples_per_s']:,.0f} latents/s)",
+      f"batch {c.stage2.batch_size}, n_critic {c.stage2.n_critic}, {c.stage2.steps_per_call} "
+      f"generator steps per lax.scan call, G {tuple(c.stage2.hidden)}, critic "
+      f"{tuple(c.stage2.critic_hidden)}",
+    ),
+    ("generate", f"{g['images_per_s']:,.0f} images/s", f"batch {g['batch']:,}"),
+    ("generate, batch 1", f"{1e3 * g['latency_1_s']:.2f} ms", "median latency"),
+    (f"matmul {n}²", f"{r['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s", "float32, 2·n³ FLOPs"),
+    (
+      f"generate {g['big']:,} images",
+      f"{gen_rate / 1e9:,.2f} GFLOP/s "
+      f"({100 * gen_rate / r['matmul_flops_per_s']:.1f}% of the matmul's)",
+      f"{g['big_flops'] / 1e9:,.2f} GFLOP (XLA cost analysis) in {g['big_seconds']:.3f} s",
+    ),
+    ("peak memory", f"{r['peak_bytes'] / 2**20:,.0f} MiB", "max RSS of the process"),
+  ]
+  lines = [
+    "# Throughput on one device",
+    "",
+    f"{datetime.date.today().isoformat()}, JAX {jax.__version__}, backend "
+    f"{jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU "
+    f"core(s), {platform.python_implementation()} {platform.python_version()}"
+    + (", **--quick (tiny models; not a measurement)**" if quick else ""),
+    "",
+    ("Tiny models" if quick else "Default-config model sizes")
+    + ", freshly initialised (see `benchmarks/throughput.py`). "
+    "Meaningful only on an otherwise idle machine.",
+    "",
+    "| what | rate | setting |",
+    "|---|---:|---|",
+  ]
+  lines += [f"| {a} | {b} | {s} |" for a, b, s in rows]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="tiny models, few calls")
+  parser.add_argument("--calls", type=int, default=None, help="timed calls per setting")
+  parser.add_argument("--out", default=str(RESULTS), help="markdown file to write")
+  args = parser.parse_args(argv)
+  quick = args.quick
+  result = run(quick, args.calls or (2 if quick else 20))
+  text = markdown(result, quick)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text)
+  print(text)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
