@@ -29,11 +29,19 @@ def test_notebook_is_committed_without_outputs(name):
       assert not cell.outputs and cell.execution_count is None, cell.source[:60]
 
 
-def execute(name: str, cwd: pathlib.Path, monkeypatch) -> nbformat.NotebookNode:
+def execute(
+  name: str, cwd: pathlib.Path, cache: pathlib.Path, monkeypatch
+) -> nbformat.NotebookNode:
   # The kernel inherits the environment at start: set it before execute().
   monkeypatch.setenv("LSDM_NOTEBOOK_TINY", "1")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", "")  # One device: conftest's 8 would only slow the kernel.
+  # One device (conftest's 8 would only slow the kernel), and a compilation cache shared by
+  # the notebooks' runs (their tiny configs compile the same programs) at a low XLA
+  # optimisation level: the tiny runs are mostly compilation.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   # The notebooks `import lsdm_jax` (installed) and nothing from the repository root.
   nb = nbformat.read(COLABS / name, as_version=4)
   client = NotebookClient(
@@ -49,8 +57,13 @@ def execute(name: str, cwd: pathlib.Path, monkeypatch) -> nbformat.NotebookNode:
   return nb
 
 
-def test_quickstart(tmp_path, monkeypatch):
-  nb = execute("quickstart.ipynb", tmp_path, monkeypatch)
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("xla_cache")
+
+
+def test_quickstart(tmp_path, compile_cache, monkeypatch):
+  nb = execute("quickstart.ipynb", tmp_path, compile_cache, monkeypatch)
   run = tmp_path / "runs" / "quickstart_tiny"
   assert (run / "samples" / "grid.png").exists()
   images = [
@@ -63,8 +76,8 @@ def test_quickstart(tmp_path, monkeypatch):
   assert len(images) >= 4  # Curves, samples, reconstructions, latent PCA.
 
 
-def test_semi_supervised(tmp_path, monkeypatch):
-  nb = execute("semi_supervised.ipynb", tmp_path, monkeypatch)
+def test_semi_supervised(tmp_path, compile_cache, monkeypatch):
+  nb = execute("semi_supervised.ipynb", tmp_path, compile_cache, monkeypatch)
   root = tmp_path / "runs" / "semi_supervised_tiny"
   for n in (0, 300):
     assert (root / f"unpaired_{n}" / "metrics.json").exists()
