@@ -23,13 +23,17 @@ from absl import app, flags
 from lsdm_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
-flags.DEFINE_string("out", None, "Output .npz file.")
-flags.DEFINE_integer("num_per_class", None, "classcond: samples per class (default eval's).")
-flags.DEFINE_integer("num", None, "superres: inputs to super-resolve (default eval.num_inputs).")
-flags.DEFINE_enum("split", "test", ["test", "train"], "superres: the split the inputs come from.")
-flags.DEFINE_integer("seed", 0, "Seed of the generator noise.")
-flags.mark_flags_as_required(["workdir", "out"])
+
+
+def _define_flags():
+  """Flags are defined only when run as a script, so that tests may import the module."""
+  flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
+  flags.DEFINE_string("out", None, "Output .npz file.")
+  flags.DEFINE_integer("num_per_class", None, "classcond: samples per class (default eval's).")
+  flags.DEFINE_integer("num", None, "superres: inputs to super-resolve (default eval.num_inputs).")
+  flags.DEFINE_enum("split", "test", ["test", "train"], "superres: the split the inputs come from.")
+  flags.DEFINE_integer("seed", 0, "Seed of the generator noise.")
+  flags.mark_flags_as_required(["workdir", "out"])
 
 
 def export(
@@ -102,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=cli.parse_flags)
