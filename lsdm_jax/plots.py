@@ -23,23 +23,21 @@ def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
 
 def save_grid(images: np.ndarray, rows: int, path: str | os.PathLike, scale: int = 2) -> None:
   """Writes a grid of images to a PNG (grayscale or RGB), enlarged `scale` times."""
-  import matplotlib.pyplot as plt
+  from matplotlib import image as mpimg
 
   grid = np.clip(image_grid(images, rows), 0.0, 1.0)
   grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   if grid.shape[-1] == 1:
-    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    mpimg.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
   else:
-    plt.imsave(path, grid)
+    mpimg.imsave(path, grid)
 
 
 def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str) -> None:
   """One panel per logged quantity against the step."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure of its own (no pyplot): no global backend switch, nothing left open.
+  from matplotlib.figure import Figure
 
   keys = [k for k in history[0] if k not in ("step",)] if history else []
   if not keys:
@@ -47,7 +45,8 @@ def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title:
   steps = [h["step"] for h in history]
   cols = min(3, len(keys))
   rows = -(-len(keys) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+  fig = Figure(figsize=(4 * cols, 2.6 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, k in zip(axes.flat, keys, strict=False):
     ax.plot(steps, [h.get(k, np.nan) for h in history])
     ax.set_title(k, fontsize=9)
@@ -59,4 +58,3 @@ def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title:
   fig.tight_layout()
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=90)
-  plt.close(fig)
