@@ -59,19 +59,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.noise_dim = 16  # Size of η.
   c.stage2.hidden = (256, 256, 256)  # Generator MLP widths.
   c.stage2.cond_features = 128  # Width of the condition embedding.
-  c.stage2.steps = 4000  # Generator updates.
+  c.stage2.steps = 6000  # Generator updates.
   c.stage2.batch_size = 256  # Global batch of paired latents per update.
-  c.stage2.learning_rate = 2e-4  # Generator Adam learning rate.
+  c.stage2.learning_rate = 1e-4  # Generator Adam learning rate.
   c.stage2.b1 = 0.5  # Adam β1 (generator and critic).
   c.stage2.b2 = 0.9  # Adam β2 (generator and critic).
   c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic').
-  c.stage2.critic_learning_rate = 2e-4  # Critic Adam learning rate ('critic').
+  c.stage2.critic_learning_rate = 1e-4  # Critic Adam learning rate ('critic').
   c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
   c.stage2.gp_weight = 10.0  # Gradient-penalty weight ('critic').
-  c.stage2.epsilon = 0.1  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
-  c.stage2.cond_scale = 10.0  # Weight of φ(x) against z in the joint ground cost.
+  c.stage2.epsilon = 5.0  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
+  c.stage2.cond_scale = 30.0  # Weight of φ(x) against z in the joint ground cost.
   c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn').
-  c.stage2.real_noise = 0.0  # Std of Gaussian jitter on real latents (standardised units).
+  c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
   c.stage2.log_every = 200  # Generator updates between progress lines.
   c.stage2.save_every = 1000  # Generator updates between checkpoints.
