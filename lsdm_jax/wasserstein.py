@@ -79,12 +79,12 @@ def sinkhorn_divergence(
   # OTT relies on implicit rank promotion internally; allow it for its call only.
   with jax.numpy_rank_promotion("allow"):
     div, _ = sd.sinkdiv(
-    a,
-    b,
-    cost_fn=cost_fn,
-    epsilon=epsilon,
-    solve_kwargs={"max_iterations": max_iterations, "threshold": threshold},
-  )
+      a,
+      b,
+      cost_fn=cost_fn,
+      epsilon=epsilon,
+      solve_kwargs={"max_iterations": max_iterations, "threshold": threshold},
+    )
   return div
 
 

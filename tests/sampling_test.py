@@ -41,6 +41,7 @@ def test_sharded_generate_matches_single_device(key):
   out = sharded(params, x, key)
   assert out.sharding.spec[0] == parallel.DATA
   np.testing.assert_allclose(out, single, atol=1e-5)
-  batched = sampling.generate_batched(sharded, params, np.arange(13) % 4, key, batch_size=8,
-                                      multiple=8)
+  batched = sampling.generate_batched(
+    sharded, params, np.arange(13) % 4, key, batch_size=8, multiple=8
+  )
   assert batched.shape == (13, 8, 8, 1)

@@ -22,8 +22,14 @@ def run(tmp_path_factory):
 
 def test_pipeline_writes_every_artefact(run):
   _, workdir, metrics = run
-  for name in ("config.json", "metrics.json", "samples/grid.png", "samples/reconstructions.png",
-               "curves/stage1.png", "curves/stage2.png"):
+  for name in (
+    "config.json",
+    "metrics.json",
+    "samples/grid.png",
+    "samples/reconstructions.png",
+    "curves/stage1.png",
+    "curves/stage2.png",
+  ):
     assert (workdir / name).exists(), name
   for stage in ("stage1", "stage2"):
     assert any(p.name.isdigit() for p in (workdir / stage).iterdir())
