@@ -113,7 +113,7 @@ def latent_stats(
     valid = [a[:k].astype(jnp.float32) for a, (_, k) in zip(arrays, parts, strict=True)]
     total = sum(k for _, k in parts)
     mean = sum(jnp.sum(a, axis=0) for a in valid) / total
-    var = sum(jnp.sum((a - mean) ** 2, axis=0) for a in valid) / total
+    var = sum(jnp.sum((a - mean[None]) ** 2, axis=0) for a in valid) / total
     grand = sum(jnp.sum(a) for a in valid) / (total * mean.shape[0])
     spread = sum(jnp.sum((a - grand) ** 2) for a in valid) / (total * mean.shape[0])
     floor = 1e-3 * jnp.maximum(jnp.sqrt(spread), 1e-6)
@@ -254,11 +254,11 @@ def load(directory, mesh, *, sharded: bool = False) -> tuple[dict[str, jax.Array
 
 
 def standardise(z: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-  return (z - mean) / std
+  return (z - mean[None]) / std[None]
 
 
 def unstandardise(z: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-  return z * std + mean
+  return z * std[None] + mean[None]
 
 
 __all__ = ["encode", "latent_stats", "load", "read_meta", "save", "standardise", "unstandardise"]

@@ -38,7 +38,7 @@ def make_generate_fn(generator: Generator, decoder: Decoder, noise_dim: int, mes
     rows = jnp.arange(x.shape[0])
     eta = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (noise_dim,)))(rows)
     z = generator.apply({"params": params["generator"]}, eta, x)
-    z = z * params["std"] + params["mean"]
+    z = z * params["std"][None] + params["mean"][None]
     return jax.nn.sigmoid(decoder.apply({"params": params["decoder"]}, z))
 
   if mesh is None:
