@@ -128,15 +128,7 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
     idx = batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
     return parallel.global_batch(mesh, to_float(images[idx]), cfg.batch_size)
 
-  loop_cfg = loop.LoopConfig(
-    name="stage1",
-    num_steps=cfg.steps,
-    steps_per_call=cfg.steps_per_call,
-    log_every=cfg.log_every,
-    save_every=cfg.save_every,
-    keep=cfg.keep,
-    skip_nonfinite=cfg.skip_nonfinite,
-  )
+  loop_cfg = loop.LoopConfig.from_config("stage1", cfg)
   loop_cfg.validate("stage1")
   if cfg.steps_per_call != 1:
     from lsdm_jax.errors import ConfigError

@@ -252,15 +252,7 @@ def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workd
   data_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), data)
   data = jax.device_put(data, data_shardings)
   step_fn = s2.make_train_step(shardings, data_shardings)
-  loop_cfg = loop.LoopConfig(
-    name="stage2",
-    num_steps=cfg.steps,
-    steps_per_call=cfg.steps_per_call,
-    log_every=cfg.log_every,
-    save_every=cfg.save_every,
-    keep=cfg.keep,
-    skip_nonfinite=cfg.skip_nonfinite,
-  )
+  loop_cfg = loop.LoopConfig.from_config("stage2", cfg)
   loop_cfg.validate("stage2")
   manager = checkpoints.make_manager(
     pathlib.Path(workdir) / "stage2", save_every=cfg.save_every, keep=cfg.keep
