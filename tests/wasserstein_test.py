@@ -17,7 +17,7 @@ from lsdm_jax import wasserstein
 def _clouds(key, n=512, d=4, shift=1.5):
   k1, k2 = jax.random.split(key)
   m = jnp.zeros(d).at[0].set(shift)
-  return jax.random.normal(k1, (n, d)), jax.random.normal(k2, (n, d)) + m
+  return jax.random.normal(k1, (n, d)), jax.random.normal(k2, (n, d)) + m[None]
 
 
 def test_sinkhorn_estimates_w1_of_shifted_gaussians(key):
