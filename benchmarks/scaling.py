@@ -41,7 +41,6 @@ import os
 import pathlib
 import platform
 import sys
-import time
 
 if __name__ == "__main__" and "jax" not in sys.modules:
   flags = os.environ.get("XLA_FLAGS", "")
@@ -51,6 +50,7 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import time_calls  # benchmarks/timing.py (the script's own folder)
 
 from lsdm_jax import config as config_lib  # noqa: E402
 from lsdm_jax import loop, parallel, stage1, stage2  # noqa: E402
@@ -68,18 +68,6 @@ def _config(quick: bool):
     s.batch_size, s.steps_per_call, s.n_critic, s.sinkhorn_iterations = 16, 2, 2, 20
     s.epsilon = 0.5
   return c
-
-
-def _time_calls(step, state, batch, calls: int) -> tuple[float, object]:
-  """Seconds per call after two warm-up (compiling) calls."""
-  for _ in range(2):
-    state, _ = step(state, batch)
-    jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(calls):
-    state, _ = step(state, batch)
-    jax.block_until_ready(state)  # Also avoids jax 0.10's CPU dispatch deadlock.
-  return (time.perf_counter() - t) / calls, state
 
 
 def _num_params(tree) -> int:
@@ -100,7 +88,7 @@ def bench_stage1(config, mesh, image_shape, calls: int) -> dict:
   rng = np.random.default_rng(0)
   images = rng.random((cfg.batch_size, *image_shape), np.float32)
   batch = parallel.global_batch(mesh, images)
-  seconds, state = _time_calls(step, state, batch, calls)
+  seconds, state = time_calls(step, state, batch, calls)
   return {
     "examples_per_s": cfg.batch_size / seconds,
     "params": _num_params(state.params),
@@ -124,7 +112,7 @@ def bench_stage2(config, mesh, estimator: str, calls: int) -> dict:
   state, shardings = parallel.create_sharded(lambda: s2.init_state(data["x"][:1]), mesh)
   data_shardings = {k: parallel.replicated(mesh) for k in data}
   step = s2.make_train_step(shardings, data_shardings)
-  seconds, state = _time_calls(step, state, jax.device_put(data, data_shardings), calls)
+  seconds, state = time_calls(step, state, jax.device_put(data, data_shardings), calls)
   return {
     "examples_per_s": cfg.batch_size * cfg.steps_per_call / seconds,
     "params": _num_params(state.params),

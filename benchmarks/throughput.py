@@ -41,6 +41,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import time_calls  # benchmarks/timing.py (the script's own folder)
 
 from lsdm_jax import config as config_lib
 from lsdm_jax import loop, parallel, sampling, stage1, stage2
@@ -63,18 +64,6 @@ def _config(quick: bool):
   return c
 
 
-def _time_calls(step, state, batch, calls: int) -> tuple[float, object]:
-  """Seconds per call after two warm-up (compiling) calls."""
-  for _ in range(2):
-    state, _ = step(state, batch)
-    jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(calls):
-    state, _ = step(state, batch)
-    jax.block_until_ready(state)  # Also avoids jax 0.10's CPU dispatch deadlock.
-  return (time.perf_counter() - t) / calls, state
-
-
 def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
   cfg = config.stage1
   model = stage1.make_model(cfg, IMAGE_SHAPE)
@@ -87,7 +76,7 @@ def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
   state, shardings = parallel.create_sharded(init, mesh)
   step = stage1.make_train_step(model, tx, cfg, mesh, shardings, jax.random.key(1))
   images = np.random.default_rng(0).random((cfg.batch_size, *IMAGE_SHAPE), np.float32)
-  seconds, state = _time_calls(step, state, parallel.global_batch(mesh, images), calls)
+  seconds, state = time_calls(step, state, parallel.global_batch(mesh, images), calls)
   return {"examples_per_s": cfg.batch_size / seconds}, model, state.params
 
 
@@ -105,7 +94,7 @@ def bench_stage2(config, mesh, calls: int) -> tuple[dict, object, object]:
   state, shardings = parallel.create_sharded(lambda: s2.init_state(data["x"][:1]), mesh)
   data_shardings = {k: parallel.replicated(mesh) for k in data}
   step = s2.make_train_step(shardings, data_shardings)
-  seconds, state = _time_calls(step, state, jax.device_put(data, data_shardings), calls)
+  seconds, state = time_calls(step, state, jax.device_put(data, data_shardings), calls)
   steps_per_s = cfg.steps_per_call / seconds
   out = {"generator_steps_per_s": steps_per_s, "examples_per_s": cfg.batch_size * steps_per_s}
   return out, s2.generator, state.params["generator"]
