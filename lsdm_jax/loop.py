@@ -21,8 +21,9 @@ Metrics reach the host only on log steps.
 Progress: every log step is a log line (step, loss terms, steps/s, ETA) and, on the main
 process, one JSON line in `metrics.jsonl` beside the stage's checkpoint directory (the
 workdir); a resumed run appends, so steps after the last checkpoint may appear twice (the
-later line is the one that counts). In an interactive terminal a one-line progress bar on
-stderr is redrawn as the steps go.
+later line is the one that counts). The same scalars go to TensorBoard event files in
+`<workdir>/tensorboard/`, tagged `<stage>/<name>` (see `summaries`). In an interactive
+terminal a one-line progress bar on stderr is redrawn as the steps go.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lsdm_jax import checkpoints, parallel
+from lsdm_jax import checkpoints, parallel, summaries
 from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
 # Stage fields that change how a run is carried out, not what it computes: a rerun may
@@ -201,49 +202,55 @@ def run(
   t0, s0 = time.perf_counter(), start
   step = start
   bar = ProgressBar(loop.name, loop.num_steps) if parallel.is_main_process() else None
-  while step < loop.num_steps:
-    state, metrics = step_fn(state, batch_fn(step))
-    parallel.dispatch_barrier(state.step)
-    step += loop.steps_per_call
-    if bar is not None:
-      bar.update(step, (step - s0) / max(time.perf_counter() - t0, 1e-9))
-    is_last = step >= loop.num_steps
-    if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
-      _check_finite(loop, state, is_last)
-    if step % loop.log_every == 0 or is_last:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      elapsed = time.perf_counter() - t0
-      rate = (step - s0) / max(elapsed, 1e-9)
-      metrics.update(step=step, steps_per_sec=rate)
-      history.append(metrics)
-      if parallel.is_main_process():
-        terms = " ".join(
-          f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "steps_per_sec")
-        )
-        eta = (loop.num_steps - step) / max(rate, 1e-9)
-        bar.clear()
-        _append_jsonl(manager, loop.name, metrics)
-        logging.info(
-          "%s step %d/%d (%.0f%%) %s | %.1f steps/s, ETA %s",
-          loop.name,
+  # The scalars of metrics.jsonl again, for TensorBoard (written out also on an error).
+  events = summaries.SummaryWriter(pathlib.Path(manager.directory).parent / "tensorboard")
+  with events:
+    while step < loop.num_steps:
+      state, metrics = step_fn(state, batch_fn(step))
+      parallel.dispatch_barrier(state.step)
+      step += loop.steps_per_call
+      if bar is not None:
+        bar.update(step, (step - s0) / max(time.perf_counter() - t0, 1e-9))
+      is_last = step >= loop.num_steps
+      if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
+        _check_finite(loop, state, is_last)
+      if step % loop.log_every == 0 or is_last:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        elapsed = time.perf_counter() - t0
+        rate = (step - s0) / max(elapsed, 1e-9)
+        metrics.update(step=step, steps_per_sec=rate)
+        history.append(metrics)
+        if parallel.is_main_process():
+          terms = " ".join(
+            f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "steps_per_sec")
+          )
+          eta = (loop.num_steps - step) / max(rate, 1e-9)
+          bar.clear()
+          _append_jsonl(manager, loop.name, metrics)
+          events.write_scalars(
+            step, {f"{loop.name}/{k}": v for k, v in metrics.items() if k != "step"}
+          )
+          logging.info(
+            "%s step %d/%d (%.0f%%) %s | %.1f steps/s, ETA %s",
+            loop.name,
+            step,
+            loop.num_steps,
+            100.0 * step / loop.num_steps,
+            terms,
+            rate,
+            format_duration(eta),
+          )
+          if on_log is not None:
+            on_log(step, metrics)
+      if step % loop.save_every == 0 or is_last:
+        checkpoints.save(
+          manager,
           step,
-          loop.num_steps,
-          100.0 * step / loop.num_steps,
-          terms,
-          rate,
-          format_duration(eta),
+          state,
+          {**meta, "done": is_last, "history": history},
+          force=is_last,
+          what=loop.name,
         )
-        if on_log is not None:
-          on_log(step, metrics)
-    if step % loop.save_every == 0 or is_last:
-      checkpoints.save(
-        manager,
-        step,
-        state,
-        {**meta, "done": is_last, "history": history},
-        force=is_last,
-        what=loop.name,
-      )
   if bar is not None:
     bar.clear()
   return state, history

@@ -21,17 +21,22 @@ def image_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
   return grid
 
 
-def save_grid(images: np.ndarray, rows: int, path: str | os.PathLike, scale: int = 2) -> None:
-  """Writes a grid of images to a PNG (grayscale or RGB), enlarged `scale` times."""
+def save_grid(images: np.ndarray, rows: int, path: str | os.PathLike, scale: int = 2) -> np.ndarray:
+  """Writes a grid of images to a PNG (grayscale or RGB), enlarged `scale` times.
+
+  Returns:
+    The grid at its own size, (H', W', C) float32 in [0, 1] (for TensorBoard).
+  """
   from matplotlib import image as mpimg
 
   grid = np.clip(image_grid(images, rows), 0.0, 1.0)
-  grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+  big = grid.repeat(scale, axis=0).repeat(scale, axis=1)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  if grid.shape[-1] == 1:
-    mpimg.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  if big.shape[-1] == 1:
+    mpimg.imsave(path, big[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
   else:
-    mpimg.imsave(path, grid)
+    mpimg.imsave(path, big)
+  return grid
 
 
 def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from lsdm_jax import config as config_lib
-from lsdm_jax import latents, parallel, plots, stage1, stage2
+from lsdm_jax import latents, parallel, plots, stage1, stage2, summaries
 from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
@@ -171,7 +171,7 @@ def train_and_evaluate(
     lsdm = model_lib.build(
       config, task, ds.image_shape, ae_model, ae_params, s2, gen_params, mean, std, view_mesh
     )
-    _write_pictures(wd, exp, lsdm, ae_model, ae_params, history1, history2)
+    grids = _write_pictures(wd, exp, lsdm, ae_model, ae_params, history1, history2)
     if config.eval.enabled:
       t = time.perf_counter()
       results.update(evaluate(lsdm, exp, config))
@@ -181,27 +181,41 @@ def train_and_evaluate(
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
     tmp.replace(wd / "metrics.json")
     logging.info("metrics: %s", json.dumps(results, sort_keys=True))
+    _write_summaries(wd / "tensorboard", config.stage2.steps, grids, results)
   return results
 
 
 def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, history2):
+  """Writes the PNGs of `samples/` and `curves/`; returns the grids by PNG name."""
   config, ds = lsdm.config, exp.dataset
   samples = wd / "samples"
   key = jax.random.key(config.eval.seed)
+  grids = {}
   if exp.task.cond_kind == "label":
     k = config.eval.grid_per_class
     labels = np.repeat(np.arange(exp.task.num_classes), k)
     images = lsdm.generate(labels, key)
-    plots.save_grid(images, exp.task.num_classes, samples / "grid.png")
+    grids["grid"] = plots.save_grid(images, exp.task.num_classes, samples / "grid.png")
   else:
-    _write_superres_grid(lsdm, exp, key, samples / "superres.png")
+    grids["superres"] = _write_superres_grid(lsdm, exp, key, samples / "superres.png")
   # Stage-1 reconstructions of held-out images: top row real, bottom row E→D.
   real = to_float(ds.test_images[np.linspace(0, len(ds.test_images) - 1, 16).astype(int)])
   recon = np.asarray(lsdm.decode(lsdm.encode(real)))
-  plots.save_grid(np.concatenate([real, recon]), 2, samples / "reconstructions.png")
+  pairs = np.concatenate([real, recon])
+  grids["reconstructions"] = plots.save_grid(pairs, 2, samples / "reconstructions.png")
   plots.save_curves(history1, wd / "curves" / "stage1.png", "stage 1")
   plots.save_curves(history2, wd / "curves" / "stage2.png", "stage 2")
   logging.info("wrote %s and %s", samples, wd / "curves")
+  return grids
+
+
+def _write_summaries(directory, step: int, grids: dict, results: dict) -> None:
+  """The sample grids and the numbers of metrics.json as TensorBoard events at `step`."""
+  scalars = {f"timings/{k}": v for k, v in results["timings"].items()}
+  scalars.update({f"eval/{k}": v for k, v in results.items() if k != "timings"})
+  with summaries.SummaryWriter(directory) as events:
+    events.write_images(step, {f"samples/{name}": grid for name, grid in grids.items()})
+    events.write_scalars(step, scalars)
 
 
 def evaluate(lsdm, exp: Experiment, config) -> dict[str, float]:
@@ -256,4 +270,4 @@ def _write_superres_grid(lsdm, exp: Experiment, key, path, num_inputs: int = 8, 
   samples = np.asarray(lsdm.generate(inputs, key, n=n)).reshape(len(targets), n, *targets.shape[1:])
   upsampled = inputs.repeat(f, axis=1).repeat(f, axis=2)
   grid = np.concatenate([upsampled[None], samples.transpose(1, 0, 2, 3, 4), targets[None]])
-  plots.save_grid(grid.reshape(-1, *targets.shape[1:]), n + 2, path)
+  return plots.save_grid(grid.reshape(-1, *targets.shape[1:]), n + 2, path)

@@ -33,6 +33,7 @@ RESULTS = (
   "metrics.json",
   "metrics.jsonl",
   "curves",
+  "tensorboard",
   "stage1" + UNREADABLE_SUFFIX,
   "stage2" + UNREADABLE_SUFFIX,
 )

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from lsdm_jax import checkpoints, loop
+from lsdm_jax import checkpoints, loop, summaries
 from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
 TX = optax.adam(0.05)
@@ -198,11 +198,19 @@ def test_loop_config_validation_names_the_field(fields, message):
     cfg.validate("toy")
 
 
-def test_log_steps_append_metrics_jsonl_beside_the_stage_directory(tmp_path):
+def test_log_steps_append_metrics_jsonl_and_tensorboard_beside_the_stage_directory(tmp_path):
   _, history = _train(tmp_path / "toy", num_steps=8)
   lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [d["step"] for d in lines] == [2, 4, 6, 8] == [h["step"] for h in history]
   assert all(d["stage"] == "toy" and np.isfinite(d["loss"]) for d in lines)
+  events = {}
+  for event in summaries.read_events(tmp_path / "tensorboard"):
+    for v in event.summary.value:
+      events.setdefault(v.tag, []).append((event.step, v.simple_value))
+  for name in ("loss", "steps_per_sec"):
+    want = [(d["step"], np.float32(d[name])) for d in lines]  # Events hold float32.
+    assert events.pop(f"toy/{name}") == want
+  assert not events
 
 
 class _Stream:

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import generate
 from experiments.configs import test as test_config
-from lsdm_jax import train
+from lsdm_jax import summaries, train
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,24 @@ def test_superres_pipeline_writes_picture_and_metrics(run):
     assert np.isfinite(saved[name]), name
   assert saved["num_samples"] == 40 and -1.0 <= saved["ssim"] <= 1.0
   assert saved == json.loads(json.dumps(metrics))
+
+
+def test_superres_pipeline_writes_tensorboard_picture_and_metrics(run):
+  config, workdir, _ = run
+  saved = json.loads((workdir / "metrics.json").read_text())
+  images, scalars = {}, {}
+  for event in summaries.read_events(workdir / "tensorboard"):
+    for v in event.summary.value:
+      if v.HasField("image"):
+        images[v.tag] = (event.step, v.image.height, v.image.width)
+      elif v.tag.startswith("eval/"):
+        scalars[v.tag] = (event.step, v.simple_value)
+  step = config.stage2.steps
+  assert images == {
+    "samples/superres": (step, 10 * 29 + 1, 8 * 29 + 1),  # As the PNG, not enlarged.
+    "samples/reconstructions": (step, 2 * 29 + 1, 16 * 29 + 1),
+  }
+  assert scalars == {f"eval/{k}": (step, np.float32(v)) for k, v in saved.items() if k != "timings"}
 
 
 def test_superres_picture_has_input_samples_and_truth_rows(run):

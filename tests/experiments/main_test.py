@@ -10,6 +10,7 @@
 * A NaN stops a stage naming it and the step, keeping the earlier checkpoints; rerunning
   with skip_nonfinite=True resumes and finishes; a rerun of a finished run skips every
   stage and rewrites nothing.
+* The TensorBoard events of a run hold the scalars of metrics.jsonl and the sample grids.
 
 The training subprocesses use 2 CPU devices, XLA's backend optimisation level 0 and a
 shared persistent compilation cache: the first run compiles, the others load, which
@@ -33,8 +34,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from PIL import Image
 
 from experiments.configs import test as test_config
+from lsdm_jax import summaries
 from lsdm_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -487,3 +490,33 @@ def test_nan_stops_each_stage_by_name_and_a_rerun_may_skip_it(nan_run):
     state = _final_state(work, stage)
     assert int(state["nonfinite"]) >= 1
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state["params"]))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_tensorboard_events_hold_the_logged_scalars_and_the_samples(reference):
+  scalars, images = {}, {}
+  for event in summaries.read_events(reference / "tensorboard"):
+    for v in event.summary.value:
+      if v.HasField("image"):
+        images[v.tag] = (event.step, v.image.width, v.image.height)
+      else:
+        scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
+  want = {}
+  for line in (reference / "metrics.jsonl").read_text().splitlines():
+    d = json.loads(line)
+    for k, v in d.items():
+      if k not in ("stage", "step", "time"):
+        want.setdefault(f"{d['stage']}/{k}", []).append((d["step"], np.float32(v)))
+  assert [s for s, _ in want["stage1/steps_per_sec"]] == list(range(1, 13))
+  assert [s for s, _ in want["stage2/steps_per_sec"]] == [2, 4, 6, 8, 10, 12]
+  assert {t: v for t, v in scalars.items() if t.startswith("stage")} == want
+  total = json.loads((reference / "metrics.json").read_text())["timings"]["total_seconds"]
+  assert scalars["timings/total_seconds"] == [(12, np.float32(total))]
+  # The PNGs are the same grids enlarged twice.
+  for name in ("grid", "reconstructions"):
+    step, width, height = images.pop(f"samples/{name}")
+    with Image.open(reference / "samples" / f"{name}.png") as png:
+      assert (step, (2 * width, 2 * height)) == (12, png.size)
+  assert not images
