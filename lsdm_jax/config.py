@@ -14,6 +14,7 @@ import ml_collections
 ESTIMATORS = ("critic", "sinkhorn")
 REGULARIZERS = ("none", "l2", "kl")
 RECON_LOSSES = ("bce", "mse")
+DECODERS = ("mlp", "conv")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -40,7 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage1 = ml_collections.ConfigDict()
   c.stage1.latent_dim = 16  # Size of z.
   c.stage1.features = (16, 32)  # Channels of the stride-2 conv stages (one halving each).
-  c.stage1.hidden = 256  # Width of the dense layers around z.
+  c.stage1.hidden = 256  # Width of the dense layers around z (encoder; conv decoder).
+  c.stage1.decoder = "mlp"  # 'mlp' (fast generation) or 'conv' (sub-pixel convolutions).
+  c.stage1.decoder_widths = (512, 1024)  # Hidden widths of the 'mlp' decoder.
   c.stage1.loss = "bce"  # Reconstruction loss: 'bce' (per pixel, summed) or 'mse'.
   c.stage1.regularizer = "kl"  # Latent regulariser: 'none', 'l2' or 'kl' (VAE-style).
   c.stage1.reg_weight = 0.5  # Weight of the regulariser (β for 'kl').
@@ -125,6 +128,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.stage2.estimator, ESTIMATORS, "stage2.estimator")
   _choice(c.stage1.regularizer, REGULARIZERS, "stage1.regularizer")
   _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
+  _choice(c.stage1.decoder, DECODERS, "stage1.decoder")
   _choice(c.task.name, ("classcond", "superres"), "task.name")
   positive = {
     "stage1.latent_dim": c.stage1.latent_dim,
@@ -161,8 +165,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{field}={c[section][name]!r} must be >= 0")
   if not c.stage1.features or any(f < 1 for f in c.stage1.features):
     raise ConfigError(f"stage1.features={c.stage1.features!r} must be positive channel counts")
-  for field in ("stage2.hidden", "stage2.critic_hidden"):
-    widths = c.stage2[field.split(".")[1]]
+  for field in ("stage1.decoder_widths", "stage2.hidden", "stage2.critic_hidden"):
+    section, name = field.split(".")
+    widths = c[section][name]
     if any(w < 1 for w in widths):
       raise ConfigError(f"{field}={widths!r} must be positive widths")
   for field in ("stage2.b1", "stage2.b2"):

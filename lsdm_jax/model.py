@@ -20,7 +20,7 @@ from lsdm_jax import checkpoints, latents, parallel, sampling, stage1, stage2
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data.tasks import Task, make_task
 from lsdm_jax.errors import CheckpointError
-from lsdm_jax.models.autoencoder import Autoencoder, Decoder, decode, encode_mean
+from lsdm_jax.models.autoencoder import Autoencoder, decode, encode_mean
 
 
 @dataclasses.dataclass
@@ -39,9 +39,7 @@ class LSDM:
   @functools.cached_property
   def generate_fn(self):
     """The raw jitted `generate(params, x, key)` (see `sampling.make_generate_fn`)."""
-    decoder = Decoder(
-      self.image_shape, tuple(reversed(self.autoencoder.features)), self.autoencoder.hidden
-    )
+    decoder = self.autoencoder.make_decoder()
     return sampling.make_generate_fn(
       self.generator_module, decoder, self.config.stage2.noise_dim, self.mesh
     )

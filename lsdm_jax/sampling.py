@@ -8,12 +8,12 @@ how many rows are generated together.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lsdm_jax import parallel
-from lsdm_jax.models.autoencoder import Decoder
 from lsdm_jax.models.generator import Generator
 
 
@@ -27,7 +27,7 @@ def generation_params(gen_params, ae_params, mean, std) -> dict:
   }
 
 
-def make_generate_fn(generator: Generator, decoder: Decoder, noise_dim: int, mesh=None):
+def make_generate_fn(generator: Generator, decoder: nn.Module, noise_dim: int, mesh=None):
   """Returns the jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`.
 
   With a mesh, x and the output are sharded over `data` (B must divide by its size;

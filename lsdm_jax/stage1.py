@@ -30,6 +30,8 @@ def make_model(cfg: ml_collections.ConfigDict, image_shape) -> Autoencoder:
     features=tuple(cfg.features),
     hidden=cfg.hidden,
     variational=cfg.regularizer == "kl",
+    decoder_kind=cfg.decoder,
+    decoder_widths=tuple(cfg.decoder_widths),
   )
 
 

@@ -5,17 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsdm_jax import parallel, sampling
-from lsdm_jax.models.autoencoder import Autoencoder, Decoder
+from lsdm_jax.models.autoencoder import Autoencoder
 from lsdm_jax.models.generator import Generator
 
 
 def _setup(key):
   ae = Autoencoder((8, 8, 1), latent_dim=3, features=(2, 4), hidden=8)
   ae_params = ae.init(key, jnp.zeros((1, 8, 8, 1)))["params"]
-  gen = Generator(3, "label", 4, hidden=(8,), cond_features=4)
+  gen = Generator(3, "label", 4, hidden=(8,), cond_features=4, noise_dim=2)
   gen_params = gen.init(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
   params = sampling.generation_params(gen_params, ae_params, np.zeros(3), np.ones(3))
-  return gen, Decoder((8, 8, 1), (4, 2), 8), params
+  return gen, ae.make_decoder(), params
 
 
 def test_generate_is_deterministic_per_key_and_row(key):
