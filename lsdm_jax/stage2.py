@@ -20,7 +20,6 @@ dispatches and logs.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 
 import jax
@@ -38,16 +37,22 @@ from lsdm_jax.models.generator import Generator
 
 def make_generator(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) -> Generator:
   return Generator(
-    latent_dim, task.cond_kind, task.num_classes, tuple(cfg.hidden), cfg.cond_features
+    latent_dim,
+    task.cond_kind,
+    task.num_classes,
+    tuple(cfg.hidden),
+    cfg.cond_features,
+    cfg.noise_dim,
   )
 
 
-def make_critics(cfg: ml_collections.ConfigDict, task: Task) -> dict[str, Critic]:
+def make_critics(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) -> dict[str, Critic]:
+  hidden = tuple(cfg.critic_hidden)
   critics = {
-    "critic": Critic(task.cond_kind, task.num_classes, tuple(cfg.critic_hidden), cfg.cond_features)
+    "critic": Critic(task.cond_kind, task.num_classes, hidden, cfg.cond_features, latent_dim)
   }
   if cfg.unpaired_weight > 0:
-    critics["marginal_critic"] = Critic("none", hidden=tuple(cfg.critic_hidden))
+    critics["marginal_critic"] = Critic("none", hidden=hidden, latent_dim=latent_dim)
   return critics
 
 
@@ -55,28 +60,31 @@ def _adam(lr: float, cfg) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
 
 
-def _sample(key, data: dict, batch: int, mesh, real_noise: float = 0.0):
-  """A batch (x, z) drawn with replacement from on-device arrays, split over `data`.
+def _constrain(x: jax.Array, lead: int, mesh) -> jax.Array:
+  """Splits axis `lead` (the batch axis, after `lead` stacking axes) over `data`."""
+  spec = jax.sharding.PartitionSpec(*([None] * lead), parallel.DATA)
+  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
 
-  With `real_noise` > 0 the latents are jittered by N(0, real_noise²): the target becomes
-  a kernel density estimate of the few paired latents rather than their atoms.
+
+def _sample(key, data: dict, shape: tuple[int, ...], mesh, real_noise: float = 0.0):
+  """Batches (x, z) drawn with replacement from on-device arrays, split over `data`.
+
+  `shape` is (batch,) or (stack, batch) for several batches at once. With
+  `real_noise` > 0 the latents are jittered by N(0, real_noise²): the target becomes a
+  kernel density estimate of the few paired latents rather than their atoms.
   """
   k_idx, k_noise = jax.random.split(key)
-  idx = jax.random.randint(k_idx, (batch,), 0, data["z"].shape[0])
-  constrain = functools.partial(
-    jax.lax.with_sharding_constraint, shardings=parallel.data_sharding(mesh)
-  )
+  idx = jax.random.randint(k_idx, shape, 0, data["z"].shape[0])
   z = jnp.take(data["z"], idx, axis=0)
   if real_noise > 0:
     z = z + real_noise * jax.random.normal(k_noise, z.shape, z.dtype)
-  return constrain(jnp.take(data["x"], idx, axis=0)), constrain(z)
+  lead = len(shape) - 1
+  return _constrain(jnp.take(data["x"], idx, axis=0), lead, mesh), _constrain(z, lead, mesh)
 
 
-def _sample_unpaired(key, data: dict, batch: int, mesh):
-  idx = jax.random.randint(key, (batch,), 0, data["z_unpaired"].shape[0])
-  return jax.lax.with_sharding_constraint(
-    jnp.take(data["z_unpaired"], idx, axis=0), parallel.data_sharding(mesh)
-  )
+def _sample_rows(key, array: jax.Array, shape: tuple[int, ...], mesh) -> jax.Array:
+  idx = jax.random.randint(key, shape, 0, array.shape[0])
+  return _constrain(jnp.take(array, idx, axis=0), len(shape) - 1, mesh)
 
 
 class Stage2:
@@ -86,7 +94,7 @@ class Stage2:
     self.cfg = cfg = config.stage2
     self.task, self.latent_dim, self.mesh = task, latent_dim, mesh
     self.generator = make_generator(cfg, task, latent_dim)
-    self.critics = make_critics(cfg, task) if cfg.estimator == "critic" else {}
+    self.critics = make_critics(cfg, task, latent_dim) if cfg.estimator == "critic" else {}
     self.gen_tx = _adam(cfg.learning_rate, cfg)
     self.critic_tx = _adam(cfg.critic_learning_rate, cfg)
     root = jax.random.fold_in(jax.random.key(config.seed), 3)
@@ -107,38 +115,47 @@ class Stage2:
 
   # ------------------------------------------------------------------ losses
 
-  def generate_latents(self, gen_params, x: jax.Array, key: jax.Array) -> jax.Array:
-    eta = jax.random.normal(key, (x.shape[0], self.cfg.noise_dim))
+  def generate_latents(self, gen_params, x: jax.Array, key: jax.Array, batch_shape=None):
+    """G(η, x) for conditions x with leading `batch_shape` (default: (len(x),))."""
+    batch_shape = (x.shape[0],) if batch_shape is None else tuple(batch_shape)
+    eta = jax.random.normal(key, (*batch_shape, self.cfg.noise_dim))
     return self.generator.apply({"params": gen_params}, eta, x)
 
-  def _prior_x(self, key, data):
-    idx = jax.random.randint(key, (self.cfg.batch_size,), 0, data["x"].shape[0])
-    return jax.lax.with_sharding_constraint(
-      jnp.take(data["x"], idx, axis=0), parallel.data_sharding(self.mesh)
-    )
+  def _critic_fn(self, name: str, params, x: jax.Array | None):
+    """z ↦ f(x, z) for the critic `name`, with the condition's share computed once."""
+    critic = self.critics[name]
+    variables = {"params": params[name]}
+    cond = None if x is None else critic.apply(variables, x, method=Critic.condition)
+    return lambda z: critic.apply(variables, cond, z, method=Critic.head)
 
   def _critic_phase(self, params, opt_state, data, key):
-    """n_critic updates of the critic(s) against the current generator."""
-    cfg, gen_params = self.cfg, params["generator"]
-    names = list(self.critics)
+    """n_critic updates of the critic(s) against the current generator.
 
-    def one(carry, k):
-      cparams, copt = carry
-      k_real, k_eta, k_gp, k_prior, k_eta2, k_gp2, k_un = jax.random.split(k, 7)
-      x, z = _sample(k_real, data, cfg.batch_size, self.mesh, cfg.real_noise)
-      fake = jax.lax.stop_gradient(self.generate_latents(gen_params, x, k_eta))
+    The generator does not change during this phase, so all n_critic batches and
+    their generated latents are drawn up front, in one larger (faster) generator call.
+    """
+    cfg, gen_params, mesh = self.cfg, params["generator"], self.mesh
+    names = list(self.critics)
+    shape = (cfg.n_critic, cfg.batch_size)
+    k_real, k_eta, k_prior, k_eta2, k_un, k_steps = jax.random.split(key, 6)
+    x, z = _sample(k_real, data, shape, mesh, cfg.real_noise)
+    batches = {"x": x, "z": z, "fake": self.generate_latents(gen_params, x, k_eta, shape)}
+    if "marginal_critic" in names:
+      xp = _sample_rows(k_prior, data["x"], shape, mesh)
+      batches["fake_m"] = self.generate_latents(gen_params, xp, k_eta2, shape)
+      batches["real_m"] = _sample_rows(k_un, data["z_unpaired"], shape, mesh)
+    batches = jax.lax.stop_gradient(batches)
+
+    def one(carry, inputs):
+      (cparams, copt), (b, k) = carry, inputs
+      k_gp, k_gp2 = jax.random.split(k)
 
       def loss(cp):
-        f = lambda xx, zz: self.critics["critic"].apply({"params": cp["critic"]}, xx, zz)
-        total, m = wasserstein.critic_loss(f, x, z, fake, k_gp, cfg.gp_weight)
+        f = self._critic_fn("critic", cp, b["x"])
+        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, cfg.gp_weight)
         if "marginal_critic" in cp:
-          xp = self._prior_x(k_prior, data)
-          fake_m = jax.lax.stop_gradient(self.generate_latents(gen_params, xp, k_eta2))
-          real_m = _sample_unpaired(k_un, data, cfg.batch_size, self.mesh)
-          g = lambda xx, zz: self.critics["marginal_critic"].apply(
-            {"params": cp["marginal_critic"]}, xx, zz
-          )
-          t2, m2 = wasserstein.critic_loss(g, xp, real_m, fake_m, k_gp2, cfg.gp_weight)
+          g = self._critic_fn("marginal_critic", cp, None)
+          t2, m2 = wasserstein.critic_loss(g, b["real_m"], b["fake_m"], k_gp2, cfg.gp_weight)
           total = total + t2
           m = {**m, "w1_marginal": m2["w1_critic"]}
         return total, m
@@ -152,19 +169,18 @@ class Stage2:
 
     init = ({n: params[n] for n in names}, {n: opt_state[n] for n in names})
     (cparams, copt), (metrics, finite) = jax.lax.scan(
-      one, init, jax.random.split(key, cfg.n_critic)
+      one, init, (batches, jax.random.split(k_steps, cfg.n_critic))
     )
     return cparams, copt, jax.tree.map(lambda v: v[-1], metrics), jnp.all(finite)
 
   def _generator_loss(self, gen_params, critic_params, data, key):
     cfg = self.cfg
     k_real, k_eta, k_prior, k_eta2, k_un = jax.random.split(key, 5)
-    x, z = _sample(k_real, data, cfg.batch_size, self.mesh, cfg.real_noise)
+    x, z = _sample(k_real, data, (cfg.batch_size,), self.mesh, cfg.real_noise)
     fake = self.generate_latents(gen_params, x, k_eta)
     metrics = {}
     if cfg.estimator == "critic":
-      f = self.critics["critic"].apply({"params": critic_params["critic"]}, x, fake)
-      loss = -jnp.mean(f)
+      loss = -jnp.mean(self._critic_fn("critic", critic_params, x)(fake))
     else:
       phi = wasserstein.condition_features(x, self.task.cond_kind, self.task.num_classes)
       loss = wasserstein.sinkhorn_divergence(
@@ -175,15 +191,12 @@ class Stage2:
       )
       metrics["sinkhorn"] = loss
     if cfg.unpaired_weight > 0:
-      xp = self._prior_x(k_prior, data)
+      xp = _sample_rows(k_prior, data["x"], (cfg.batch_size,), self.mesh)
       fake_m = self.generate_latents(gen_params, xp, k_eta2)
       if cfg.estimator == "critic":
-        g = self.critics["marginal_critic"].apply(
-          {"params": critic_params["marginal_critic"]}, xp, fake_m
-        )
-        marginal = -jnp.mean(g)
+        marginal = -jnp.mean(self._critic_fn("marginal_critic", critic_params, None)(fake_m))
       else:
-        real_m = _sample_unpaired(k_un, data, cfg.batch_size, self.mesh)
+        real_m = _sample_rows(k_un, data["z_unpaired"], (cfg.batch_size,), self.mesh)
         marginal = wasserstein.sinkhorn_divergence(
           fake_m, real_m, epsilon=cfg.epsilon, max_iterations=cfg.sinkhorn_iterations
         )

@@ -19,38 +19,42 @@ import jax.numpy as jnp
 from ott.geometry import costs
 from ott.tools import sinkhorn_divergence as sd
 
-CriticFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x, z) -> (B,)
+CriticFn = Callable[[jax.Array], jax.Array]  # z (B, d) -> (B,), for the batch's fixed x
 
 
 def gradient_penalty(
-  critic_fn: CriticFn, x: jax.Array, z_real: jax.Array, z_fake: jax.Array, key: jax.Array
+  critic_fn: CriticFn, z_real: jax.Array, z_fake: jax.Array, key: jax.Array
 ) -> jax.Array:
   """E[(‖∇_z f(x, ẑ)‖ − 1)²] on random interpolates ẑ between real and fake latents.
 
   Args:
-    critic_fn: f(x, z) → (B,); examples must not interact (no batch statistics).
-    x: (B, ...) conditions shared by both sets.
+    critic_fn: z ↦ f(x, z), (B,), for the batch's conditions x, which real and fake
+      latents share; examples must not interact (no batch statistics).
     z_real, z_fake: (B, d).
     key: PRNG key for the interpolation weights.
   """
   alpha = jax.random.uniform(key, (z_real.shape[0], 1), z_real.dtype)
   z_hat = alpha * z_real + (1.0 - alpha) * z_fake
-  grads = jax.grad(lambda z: jnp.sum(critic_fn(x, z)))(z_hat)
+  grads = jax.grad(lambda z: jnp.sum(critic_fn(z)))(z_hat)
   norms = jnp.sqrt(jnp.sum(grads**2, axis=-1) + 1e-12)
   return jnp.mean((norms - 1.0) ** 2)
 
 
 def critic_loss(
   critic_fn: CriticFn,
-  x: jax.Array,
   z_real: jax.Array,
   z_fake: jax.Array,
   key: jax.Array,
   gp_weight: float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The critic's loss (to minimise) and its dual W1 estimate E f(real) − E f(fake)."""
-  w1 = jnp.mean(critic_fn(x, z_real)) - jnp.mean(critic_fn(x, z_fake))
-  gp = gradient_penalty(critic_fn, x, z_real, z_fake, key)
+  """The critic's loss (to minimise) and its dual W1 estimate E f(real) − E f(fake).
+
+  Real and generated latents share the batch's conditions x, so `critic_fn` is f(x, ·)
+  with x fixed: a critic can compute its embedding of x once for all three evaluations
+  (real, generated, interpolated).
+  """
+  w1 = jnp.mean(critic_fn(z_real)) - jnp.mean(critic_fn(z_fake))
+  gp = gradient_penalty(critic_fn, z_real, z_fake, key)
   return -w1 + gp_weight * gp, {"w1_critic": w1, "gradient_penalty": gp}
 
 

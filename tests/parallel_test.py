@@ -155,7 +155,7 @@ def test_stage2_step_is_the_same_on_every_mesh(estimator):
 
 def test_generate_is_the_same_on_every_mesh(key):
   gen = stage2.make_generator(config_lib.base_config().stage2, Task("c", "label", (), 4), 3)
-  gen = gen.clone(hidden=(16,), cond_features=8)
+  gen = gen.clone(hidden=(16,), cond_features=8, noise_dim=2)
   dec = Decoder((8, 8, 1), (8, 4), 16)
   params = sampling.generation_params(
     gen.init(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 class ConditionEncoder(nn.Module):
@@ -32,5 +33,68 @@ class ConditionEncoder(nn.Module):
     h = nn.gelu(nn.Conv(64, (3, 3))(h))
     if min(h.shape[1:3]) >= 8:
       h = nn.gelu(nn.Conv(64, (4, 4), strides=(2, 2))(h))
-    h = h.reshape(h.shape[0], -1)
+    h = h.reshape(*h.shape[:-3], -1)
     return nn.gelu(nn.Dense(self.features)(h))
+
+
+def _slice_of_fan_in(total_fan_in: int):
+  """lecun_normal for a block of rows of a (total_fan_in, width) kernel.
+
+  The first dense layer over concat(c(x), v) is split into c(x) @ W_c + v @ W_v; both
+  blocks are initialised as slices of one kernel with the joint fan-in, so the split
+  layer starts with the same distribution as the concatenated one.
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    full = nn.initializers.lecun_normal()(key, (total_fan_in, shape[1]), dtype)
+    return full[: shape[0]]
+
+  return init
+
+
+class ConditionedInput(nn.Module):
+  """The first dense layer of an MLP on concat(c(x), v), computed as two parts.
+
+  `condition(x)` gives the condition's share c(x) @ W_c (computed once per batch of x,
+  and for labels as a (num_classes, width) table: a lookup per example, no matmul);
+  `__call__(cond_part, v)` adds v @ W_v + b. Generator and critic call `condition` once
+  and reuse it, e.g. for the real, generated and interpolated latents of the critic's
+  loss, which all share the batch's x.
+
+  Attributes:
+    kind: 'label' or 'image' (see `ConditionEncoder`).
+    num_classes: label table size.
+    cond_features: width of c(x).
+    input_dim: width of v (fixes the joint fan-in of the initialisation).
+    width: output width.
+  """
+
+  kind: str
+  num_classes: int
+  cond_features: int
+  input_dim: int
+  width: int
+
+  def setup(self):
+    init = _slice_of_fan_in(self.cond_features + self.input_dim)
+    if self.kind == "label":
+      self.table = self.param(
+        "embedding",
+        nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
+        (self.num_classes, self.cond_features),
+      )
+    else:
+      self.encoder = ConditionEncoder(self.kind, self.num_classes, self.cond_features)
+    self.cond_kernel = self.param("cond_kernel", init, (self.cond_features, self.width))
+    self.input_kernel = self.param("input_kernel", init, (self.input_dim, self.width))
+    self.bias = self.param("bias", nn.initializers.zeros, (self.width,))
+
+  def condition(self, x: jax.Array) -> jax.Array:
+    """x → c(x) @ W_c, (B, width)."""
+    if self.kind == "label":
+      return jnp.take(self.table @ self.cond_kernel, x, axis=0)
+    return self.encoder(x) @ self.cond_kernel
+
+  def __call__(self, cond_part: jax.Array, v: jax.Array) -> jax.Array:
+    out = cond_part + v @ self.input_kernel
+    return out + jnp.broadcast_to(self.bias, out.shape)

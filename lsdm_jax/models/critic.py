@@ -12,23 +12,52 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lsdm_jax.models.conditioning import ConditionEncoder
+from lsdm_jax.models.conditioning import ConditionedInput
 
 
 class Critic(nn.Module):
-  """f(x, z): condition embedding and latent through an MLP to one scalar per example."""
+  """f(x, z): an MLP on concat(c(x), z) to one scalar per example.
 
-  cond_kind: str  # 'label', 'image', or 'none' for a critic of the latent marginal.
+  The first layer is a `ConditionedInput`: `condition(x)` computes the condition's
+  share once, and `head(cond_part, z)` evaluates f for any z with that x, which is how
+  the loss evaluates real, generated and interpolated latents of one batch.
+
+  Attributes:
+    cond_kind: 'label', 'image', or 'none' for a critic of the latent marginal.
+    num_classes: label table size.
+    hidden: MLP widths.
+    cond_features: width of the condition embedding.
+    latent_dim: size of z.
+  """
+
+  cond_kind: str
   num_classes: int = 0
   hidden: Sequence[int] = (256, 256)
   cond_features: int = 128
+  latent_dim: int = 16
 
-  @nn.compact
+  def setup(self):
+    if self.cond_kind == "none":
+      self.first = nn.Dense(self.hidden[0])
+    else:
+      self.first = ConditionedInput(
+        self.cond_kind, self.num_classes, self.cond_features, self.latent_dim, self.hidden[0]
+      )
+    self.layers = [nn.Dense(w) for w in self.hidden[1:]]
+    self.out = nn.Dense(1)
+
+  def condition(self, x: jax.Array) -> jax.Array:
+    """The condition's share of the first layer (zero width for a marginal critic)."""
+    if self.cond_kind == "none":
+      return jnp.zeros((x.shape[0], 0))
+    return self.first.condition(x)
+
+  def head(self, cond_part: jax.Array, z: jax.Array) -> jax.Array:
+    """f for latents z (B, d) given `condition(x)` (B, width). Returns (B,)."""
+    h = nn.gelu(self.first(z) if self.cond_kind == "none" else self.first(cond_part, z))
+    for layer in self.layers:
+      h = nn.gelu(layer(h))
+    return self.out(h)[..., 0]
+
   def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
-    h = z
-    if self.cond_kind != "none":
-      c = ConditionEncoder(self.cond_kind, self.num_classes, self.cond_features)(x)
-      h = jnp.concatenate([c, z], axis=-1)
-    for width in self.hidden:
-      h = nn.gelu(nn.Dense(width)(h))
-    return nn.Dense(1)(h)[:, 0]
+    return self.head(self.condition(x), z)
