@@ -16,6 +16,10 @@ result.
   (`Stage2.make_train_step`): generator steps per second and paired latents per second.
 * Generation: images per second of the jitted y = D(G(η, x)) at batch 1,000, and the
   median latency of a batch of 1.
+* One step against many: the latent-diffusion baseline
+  (`lsdm_jax.baselines.latent_diffusion`, default `DiffusionConfig`, DDIM) generating the
+  same batch of 1,000 images with 10, 50 and 250 denoising steps, decoded by the same D,
+  against LSDM's one-step `generate`: the ratio of their times.
 * Peak memory: the process's maximum resident set size (`resource.getrusage`), i.e. the
   high-water mark over everything above.
 * FLOP/s: a float32 2048x2048 matmul (2·n³ FLOPs) measured in the same process is the
@@ -45,8 +49,8 @@ from timing import time_calls  # benchmarks/timing.py (the script's own folder)
 
 from lsdm_jax import config as config_lib
 from lsdm_jax import loop, parallel, sampling, stage1, stage2
+from lsdm_jax.baselines import latent_diffusion
 from lsdm_jax.data.tasks import Task
-from lsdm_jax.models.autoencoder import Decoder
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "throughput.md"
 IMAGE_SHAPE = (28, 28, 1)
@@ -126,7 +130,7 @@ def bench_matmul(n: int, calls: int) -> float:
 
 
 def bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls) -> dict:
-  decoder = Decoder(IMAGE_SHAPE, tuple(reversed(autoencoder.features)), autoencoder.hidden)
+  decoder = autoencoder.make_decoder()
   generate = sampling.make_generate_fn(generator, decoder, config.stage2.noise_dim)
   d = config.stage1.latent_dim
   params = sampling.generation_params(gen_params, ae_params, jnp.zeros(d), jnp.ones(d))
@@ -142,6 +146,30 @@ def bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes,
     "big_flops": _flops(generate, params, x_big, key),
   }
   out["big_seconds"] = _median_seconds(lambda: generate(params, x_big, key), max(1, calls // 2))
+  out["batch_seconds"] = batch / out["images_per_s"]
+  return out
+
+
+def bench_diffusion(config, autoencoder, ae_params, batch, step_counts, calls) -> dict:
+  """Seconds for `batch` images from the latent-diffusion baseline, per step count."""
+  d = config.stage1.latent_dim
+  cfg = latent_diffusion.DiffusionConfig()
+  denoiser = latent_diffusion.make_denoiser(
+    d, cond_kind="label", num_classes=NUM_CLASSES, config=cfg
+  )
+  x = jnp.arange(batch, dtype=jnp.int32) % NUM_CLASSES
+  params = denoiser.init(jax.random.key(4), jnp.zeros((1, d)), jnp.zeros(1), x[:1])["params"]
+  decoder = autoencoder.make_decoder()
+  key = jax.random.key(5)
+  out = {}
+  for n in step_counts:
+
+    @jax.jit
+    def images(params, dec_params, x, key, n=n):
+      z = latent_diffusion.sample(denoiser, params, x, key, num_steps=n, sampler="ddim")
+      return jax.nn.sigmoid(decoder.apply({"params": dec_params}, z))
+
+    out[n] = _median_seconds(lambda: images(params, ae_params["decoder"], x, key), calls)
   return out
 
 
@@ -155,6 +183,9 @@ def run(quick: bool, calls: int) -> dict:
   sizes = (100, 1000) if quick else (1000, 10_000)
   gen = bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls)
   print(f"generate: {gen['images_per_s']:.0f} images/s", flush=True)
+  steps = (2, 5) if quick else (10, 50, 250)
+  diffusion = bench_diffusion(config, autoencoder, ae_params, sizes[0], steps, max(2, calls // 4))
+  print("latent diffusion: " + ", ".join(f"{n} steps {s:.3f} s" for n, s in diffusion.items()))
   n = 512 if quick else 2048
   matmul = bench_matmul(n, calls)
   # ru_maxrss is in KiB on Linux, bytes on macOS.
@@ -165,6 +196,7 @@ def run(quick: bool, calls: int) -> dict:
     "stage1": s1,
     "stage2": s2,
     "generate": gen,
+    "diffusion": diffusion,
     "matmul_n": n,
     "matmul_flops_per_s": matmul,
     "peak_bytes": peak,
@@ -199,8 +231,16 @@ def markdown(r: dict, quick: bool) -> str:
       f"({100 * gen_rate / r['matmul_flops_per_s']:.1f}% of the matmul's)",
       f"{g['big_flops'] / 1e9:,.2f} GFLOP (XLA cost analysis) in {g['big_seconds']:.3f} s",
     ),
-    ("peak memory", f"{r['peak_bytes'] / 2**20:,.0f} MiB", "max RSS of the process"),
   ]
+  for n, seconds in r["diffusion"].items():
+    rows.append(
+      (
+        f"latent diffusion, {n} steps",
+        f"{g['batch'] / seconds:,.0f} images/s ({seconds / g['batch_seconds']:,.0f}x LSDM's time)",
+        f"batch {g['batch']:,}, DDIM, default `DiffusionConfig`, same decoder",
+      )
+    )
+  rows.append(("peak memory", f"{r['peak_bytes'] / 2**20:,.0f} MiB", "max RSS of the process"))
   lines = [
     "# Throughput on one device",
     "",
