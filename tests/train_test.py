@@ -35,6 +35,11 @@ def test_pipeline_writes_every_artefact(run):
     assert any(p.name.isdigit() for p in (workdir / stage).iterdir())
   saved = json.loads((workdir / "metrics.json").read_text())
   assert 0.0 <= saved["accuracy"] <= 1.0 and np.isfinite(saved["fd"])
+  bound = {k: v for k, v in saved.items() if k.startswith("bound_")}
+  assert all(np.isfinite(v) for v in bound.values()) and bound["bound_lipschitz"] > 0
+  assert bound["bound_value"] == pytest.approx(
+    bound["bound_reconstruction"] + max(1.0, bound["bound_lipschitz"]) * bound["bound_latent_w1"]
+  )
   assert saved == json.loads(json.dumps(metrics))
 
 
