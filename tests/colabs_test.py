@@ -18,7 +18,7 @@ TIMEOUT = 600  # Seconds per cell; a loaded 2-core machine is slow.
 
 
 def test_every_notebook_is_tested():
-  assert NOTEBOOKS == ["quickstart.ipynb", "semi_supervised.ipynb"]
+  assert NOTEBOOKS == ["quickstart.ipynb", "semi_supervised.ipynb", "superres.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -83,3 +83,12 @@ def test_semi_supervised(tmp_path, compile_cache, monkeypatch):
     assert (root / f"unpaired_{n}" / "metrics.json").exists()
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
   assert "accuracy" in text and "paired + unpaired" in text
+
+
+def test_superres(tmp_path, compile_cache, monkeypatch):
+  nb = execute("superres.ipynb", tmp_path, compile_cache, monkeypatch)
+  assert (tmp_path / "runs" / "superres_tiny" / "metrics.json").exists()
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # Samples, spread.
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "consistency" in text and "LSDM (one sample)" in text and "psnr" in text
