@@ -7,6 +7,7 @@ Images keep their stored dtype (uint8, or float32 in [0, 1]) to spare memory; ca
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -16,6 +17,7 @@ import pathlib
 import zipfile
 
 import numpy as np
+from absl import logging as absl_logging
 
 from lsdm_jax.data.splits import canonical_split
 from lsdm_jax.errors import DataError
@@ -274,7 +276,10 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
     "(or pass --config.data.data_dir=DIR)"
   )
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    # TFDS logs warnings of its own (e.g. "Variant folder ... has no dataset_info.json")
+    # before failing; the error below says it all, in one line.
+    with _absl_verbosity(absl_logging.ERROR):
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # noqa: BLE001 - TFDS raises many unrelated types here.
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "not found" in msg.lower() and name not in _TFDS_KNOWN:
@@ -298,6 +303,16 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
       raise DataError(f"TFDS {name!r} images have dtype {images.dtype}; expected uint8 images")
     chunks.append(_crop_resize(images, image_size) if image_size else images)
   return np.concatenate(chunks), (np.asarray(labels, np.int32) if labels else None)
+
+
+@contextlib.contextmanager
+def _absl_verbosity(level: int):
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(level)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(old)
 
 
 @functools.cache

@@ -239,6 +239,8 @@ CONFIG_CASES = {
   "no_features": ["--config.stage1.features=()"],
   "unknown_estimator": ["--config.stage2.estimator=magic"],
   "unknown_regularizer": ["--config.stage1.regularizer=l7"],
+  "unknown_decoder": ["--config.stage1.decoder=deconv"],
+  "zero_decoder_width": ["--config.stage1.decoder_widths=(64,0)"],
   "unknown_task": ["--config.task.name=inpainting"],
   "superres_factor_3": ["--config.task.name=superres", "--config.task.factor=3"],
   "unknown_source": ["--config.data.source=imagenet"],
@@ -286,6 +288,9 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
     if name != "valid":
       add(f"npz_{name}", [CONFIG, f"--workdir={run}", f"--config.data.source=npz:{path}", *small])
   add("missing_config_file", [f"--config={tmp_path / 'nope.py'}", f"--workdir={run}"])
+  celeba = f"--config={ROOT / 'experiments' / 'configs' / 'celeba_superres.py'}"
+  no_data = f"--config.data.data_dir={tmp_path / 'no_tfds_data'}"
+  add("celeba_not_prepared", [celeba, f"--workdir={tmp_path / 'celeba'}", no_data], tmp_path)
   add("config_syntax_error", [f"--config={tmp_path / 'bad_syntax.py'}", f"--workdir={run}"])
   add("config_file_raises", [f"--config={tmp_path / 'raises.py'}", f"--workdir={run}"])
   add("missing_workdir_flag", [CONFIG])
@@ -334,6 +339,9 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
     in messages["workdir_of_another_config"]
   )
   assert "No such file or directory" in messages["missing_config_file"]
+  assert "stage1.decoder='deconv' is not one of" in messages["unknown_decoder"]
+  assert "'celeb_a' (train) is not prepared" in messages["celeba_not_prepared"]
+  assert "tfds build celeb_a" in messages["celeba_not_prepared"]
   assert (
     "stage2.steps=21 must be a multiple of stage2.steps_per_call=5"
     in messages["steps_not_a_multiple"]
