@@ -27,6 +27,12 @@ def generation_params(gen_params, ae_params, mean, std) -> dict:
   }
 
 
+def noise_per_row(key: jax.Array, rows: int, dim: int) -> jax.Array:
+  """(rows, dim) standard normal, row i from fold_in(key, i): a sample depends on its key
+  and row only, not on how many rows are generated together."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(jnp.arange(rows))
+
+
 def make_generate_fn(generator: Generator, decoder: nn.Module, noise_dim: int, mesh=None):
   """Returns the jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`.
 
@@ -35,8 +41,7 @@ def make_generate_fn(generator: Generator, decoder: nn.Module, noise_dim: int, m
   """
 
   def generate(params, x, key):
-    rows = jnp.arange(x.shape[0])
-    eta = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (noise_dim,)))(rows)
+    eta = noise_per_row(key, x.shape[0], noise_dim)
     z = generator.apply({"params": params["generator"]}, eta, x)
     z = z * params["std"][None] + params["mean"][None]
     return jax.nn.sigmoid(decoder.apply({"params": params["decoder"]}, z))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,14 +32,16 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 
-from lsdm_jax import parallel
 from lsdm_jax.baselines.paired_data import (
   check_paired,
-  noise_per_row,
+  place,
   requested_labels,
   sample_batch,
+  step_config,
+  train_in_calls,
 )
-from lsdm_jax.errors import ConfigError, NonFiniteError
+from lsdm_jax.errors import ConfigError
+from lsdm_jax.sampling import noise_per_row
 
 Params = Any
 
@@ -256,42 +257,20 @@ def train(
   """
   x, y = check_paired(x, y, num_classes)
   model = make_model(y.shape[1:], num_classes, config)
-  if mesh is not None:
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
   init_key, run_key = jax.random.split(jax.random.key(seed))
   state = create_train_state(model, config, jnp.asarray(y[:1]), init_key)
-  data = (jnp.asarray(x), jnp.asarray(y))
-  data_sharding = None
-  if mesh is not None:
-    data_sharding = parallel.data_sharding(mesh)
-    state, data = jax.device_put((state, data), parallel.replicated(mesh))
-
-  step_config = dataclasses.replace(config, steps=1, steps_per_call=1)  # See make_optimizer.
-  names = ("loss", "reconstruction", "kl")
-  history: dict[str, list] = {"step": [], **{k: [] for k in names}, "time": []}
-  start = time.perf_counter()
-  done = 0
-  while done < config.steps:
-    n = min(config.steps_per_call, config.steps - done)
-    state, metrics = _train_steps_jit(
-      state,
-      data,
-      run_key,
-      model=model,
-      config=step_config,
-      num_steps=n,
-      data_sharding=data_sharding,
-    )
-    # Blocking here also avoids jax 0.10's CPU all-reduce deadlock on back-to-back dispatch.
-    means = {k: float(jnp.mean(metrics[k])) for k in names}
-    done += n
-    if not math.isfinite(means["loss"]):
-      raise NonFiniteError(f"CVAE loss is {means['loss']} at step {done}; lower config.lr")
-    history["step"].append(done)
-    for k in names:
-      history[k].append(means[k])
-    history["time"].append(time.perf_counter() - start)
-  return state.params, {k: np.asarray(v) for k, v in history.items()}
+  state, data, data_sharding = place(state, x, y, config.batch_size, mesh)
+  kwargs = {"model": model, "config": step_config(config), "data_sharding": data_sharding}
+  state, history = train_in_calls(
+    lambda s, n: _train_steps_jit(s, data, run_key, num_steps=n, **kwargs),
+    state,
+    steps=config.steps,
+    steps_per_call=config.steps_per_call,
+    names=("loss", "reconstruction", "kl"),
+    what="CVAE",
+    fix="lower config.lr",
+  )
+  return state.params, history
 
 
 # --------------------------------------------------------------------------- generation

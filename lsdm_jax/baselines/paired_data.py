@@ -1,4 +1,5 @@
-"""Paired (label, image) training sets of the pixel-space baselines: checks and batches.
+"""Paired (label, image) training sets of the pixel-space baselines: checks, batches and
+the training driver they share.
 
 The pixel-space baselines (`pixel_wgcs`, `cvae`) train on the paired examples alone; the
 whole set is small (hundreds of images), so it lives on the device and every step draws
@@ -7,12 +8,18 @@ its batch there, with replacement, from `fold_in(key, step)`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lsdm_jax import parallel
 from lsdm_jax.data.sources import to_float
-from lsdm_jax.errors import DataError
+from lsdm_jax.errors import DataError, NonFiniteError
 
 
 def check_paired(x, y, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +72,63 @@ def sample_batch(
   return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
 
 
-def noise_per_row(key: jax.Array, rows: int, dim: int) -> jax.Array:
-  """(rows, dim) standard normal, row i from fold_in(key, i): a sample depends on its key
-  and row only, not on how many rows are generated together (as `lsdm_jax.sampling`)."""
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(jnp.arange(rows))
+def place(state, x: np.ndarray, y: np.ndarray, batch_size: int, mesh):
+  """(state, (x, y) on the device(s), the batches' sharding or None without a mesh).
+
+  With a mesh, the state and the (small) data set are replicated and batches are split
+  over its 'data' axis, which `batch_size` must divide.
+  """
+  data = (jnp.asarray(x), jnp.asarray(y))
+  if mesh is None:
+    return state, data, None
+  parallel.check_batch_size(batch_size, mesh, "batch_size")
+  state, data = jax.device_put((state, data), parallel.replicated(mesh))
+  return state, data, parallel.data_sharding(mesh)
+
+
+def step_config(config):
+  """The config the jitted step sees: the run's length removed, so that runs differing
+  only in `steps` share a compilation (steps per call are a static argument of their own)."""
+  return dataclasses.replace(config, steps=1, steps_per_call=1)
+
+
+def train_in_calls(
+  call: Callable,
+  state,
+  *,
+  steps: int,
+  steps_per_call: int,
+  names: Sequence[str],
+  what: str,
+  fix: str,
+):
+  """Runs `call(state, n) -> (state, metrics)` until `steps` steps are done.
+
+  Args:
+    call: runs n steps in one jitted call; metrics hold an (n,) array per name.
+    state: the initial train state.
+    steps, steps_per_call: run length and steps per call.
+    names: the metrics to record (means over each call's steps).
+    what, fix: the model's name and the advice, for the error raised when a recorded
+      metric is not finite.
+
+  Returns:
+    (state, history): history holds per call `step` (steps done), the `names` and `time`
+    (seconds since the start), as numpy arrays.
+  """
+  history: dict[str, list] = {"step": [], **{k: [] for k in names}, "time": []}
+  start = time.perf_counter()
+  done = 0
+  while done < steps:
+    n = min(steps_per_call, steps - done)
+    state, metrics = call(state, n)
+    # Blocking here also avoids jax 0.10's CPU all-reduce deadlock on back-to-back dispatch.
+    means = {k: float(jnp.mean(metrics[k])) for k in names}
+    done += n
+    if not all(math.isfinite(v) for v in means.values()):
+      raise NonFiniteError(f"{what} losses are {means} at step {done}; {fix}")
+    history["step"].append(done)
+    for k, v in means.items():
+      history[k].append(v)
+    history["time"].append(time.perf_counter() - start)
+  return state, {k: np.asarray(v) for k, v in history.items()}

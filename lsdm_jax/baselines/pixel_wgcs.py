@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,11 +40,14 @@ from jax.sharding import Mesh, NamedSharding
 from lsdm_jax import parallel, wasserstein
 from lsdm_jax.baselines.paired_data import (
   check_paired,
-  noise_per_row,
+  place,
   requested_labels,
   sample_batch,
+  step_config,
+  train_in_calls,
 )
-from lsdm_jax.errors import ConfigError, NonFiniteError
+from lsdm_jax.errors import ConfigError
+from lsdm_jax.sampling import noise_per_row
 
 Params = Any
 
@@ -363,46 +365,25 @@ def train(
   """
   x, y = check_paired(x, y, num_classes)
   generator, critic = make_models(y.shape[1:], num_classes, config)
-  if mesh is not None:
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
   init_key, run_key = jax.random.split(jax.random.key(seed))
   state = create_train_state(generator, critic, config, jnp.asarray(y[:1]), init_key)
-  data = (jnp.asarray(x), jnp.asarray(y))
-  data_sharding = None
-  if mesh is not None:
-    data_sharding = parallel.data_sharding(mesh)
-    state, data = jax.device_put((state, data), parallel.replicated(mesh))
-
-  # The step does not depend on the run's length: runs that differ only in `steps` share a
-  # compilation (the number of steps per call is a static argument of its own).
-  step_config = dataclasses.replace(config, steps=1, steps_per_call=1)
-  history: dict[str, list] = {"step": [], "w1_critic": [], "gen_loss": [], "time": []}
-  start = time.perf_counter()
-  done = 0
-  while done < config.steps:
-    n = min(config.steps_per_call, config.steps - done)
-    state, metrics = _train_steps_jit(
-      state,
-      data,
-      run_key,
-      generator=generator,
-      critic=critic,
-      config=step_config,
-      num_steps=n,
-      data_sharding=data_sharding,
-    )
-    # Blocking here also avoids jax 0.10's CPU all-reduce deadlock on back-to-back dispatch.
-    means = {k: float(jnp.mean(metrics[k])) for k in ("w1_critic", "gen_loss")}
-    done += n
-    if not all(math.isfinite(v) for v in means.values()):
-      raise NonFiniteError(
-        f"pixel WGCS losses are {means} at step {done}; lower config.lr or config.critic_lr"
-      )
-    history["step"].append(done)
-    for k, v in means.items():
-      history[k].append(v)
-    history["time"].append(time.perf_counter() - start)
-  return state.gen_params, {k: np.asarray(v) for k, v in history.items()}
+  state, data, data_sharding = place(state, x, y, config.batch_size, mesh)
+  kwargs = {
+    "generator": generator,
+    "critic": critic,
+    "config": step_config(config),
+    "data_sharding": data_sharding,
+  }
+  state, history = train_in_calls(
+    lambda s, n: _train_steps_jit(s, data, run_key, num_steps=n, **kwargs),
+    state,
+    steps=config.steps,
+    steps_per_call=config.steps_per_call,
+    names=("w1_critic", "gen_loss"),
+    what="pixel WGCS",
+    fix="lower config.lr or config.critic_lr",
+  )
+  return state.gen_params, history
 
 
 # --------------------------------------------------------------------------- generation
