@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import logging
 import importlib.resources
 import os
 import pathlib
@@ -278,7 +279,7 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
   try:
     # TFDS logs warnings of its own (e.g. "Variant folder ... has no dataset_info.json")
     # before failing; the error below says it all, in one line.
-    with _absl_verbosity(absl_logging.ERROR):
+    with _absl_verbosity(logging.ERROR):
       source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # noqa: BLE001 - TFDS raises many unrelated types here.
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -307,12 +308,19 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
 
 @contextlib.contextmanager
 def _absl_verbosity(level: int):
-  old = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(level)
+  """Raises the absl logger's threshold for a while, then restores its own level.
+
+  `absl_logging.set_verbosity(get_verbosity())` would not restore it: it pins the level
+  that was merely inherited (WARNING from the root), and INFO lines would then be lost
+  for good, even where the root logger asks for them.
+  """
+  logger = absl_logging.get_absl_logger()
+  old = logger.level
+  logger.setLevel(level)
   try:
     yield
   finally:
-    absl_logging.set_verbosity(old)
+    logger.setLevel(old)
 
 
 @functools.cache

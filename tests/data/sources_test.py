@@ -88,3 +88,18 @@ def test_missing_and_unknown_sources(tmp_path):
 def test_missing_tfds_data_fails_fast_with_the_fix(tmp_path):
   with pytest.raises(DataError, match="tfds build mnist"):
     sources.load_source("tfds:mnist", data_dir=str(tmp_path))
+
+
+def test_a_missing_tfds_data_set_leaves_absl_logging_as_it_was(tmp_path, caplog):
+  # TFDS's own warnings are silenced while the data set is opened; afterwards the absl
+  # logger must again pass INFO lines on to whoever asks for them (it once stayed pinned
+  # at WARNING, and every later INFO line of the process was lost).
+  from absl import logging as absl_logging
+
+  level = absl_logging.get_absl_logger().level
+  with pytest.raises(DataError):
+    sources.load_source("tfds:mnist", data_dir=str(tmp_path))
+  assert absl_logging.get_absl_logger().level == level
+  with caplog.at_level("INFO"):
+    absl_logging.info("still heard")
+  assert "still heard" in caplog.text
