@@ -11,8 +11,8 @@ import contextlib
 import dataclasses
 import functools
 import gzip
-import logging
 import importlib.resources
+import logging
 import os
 import pathlib
 import zipfile
