@@ -14,6 +14,7 @@ import ml_collections
 ESTIMATORS = ("critic", "sinkhorn")
 REGULARIZERS = ("none", "l2", "kl")
 RECON_LOSSES = ("bce", "mse")
+CRITIC_ACTIVATIONS = ("gelu", "leaky_relu")
 DECODERS = ("mlp", "conv")
 
 
@@ -68,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.b1 = 0.5  # Adam β1 (generator and critic).
   c.stage2.b2 = 0.9  # Adam β2 (generator and critic).
   c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic').
+  c.stage2.critic_activation = "gelu"  # 'gelu' or 'leaky_relu' (slope 0.2) ('critic').
   c.stage2.critic_learning_rate = 1e-4  # Critic Adam learning rate ('critic').
   c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
   c.stage2.gp_weight = 10.0  # Gradient-penalty weight ('critic').
@@ -127,6 +129,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check_types(c, base_config(), "")
   _choice(c.stage2.estimator, ESTIMATORS, "stage2.estimator")
   _choice(c.stage1.regularizer, REGULARIZERS, "stage1.regularizer")
+  _choice(c.stage2.critic_activation, CRITIC_ACTIVATIONS, "stage2.critic_activation")
   _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
   _choice(c.stage1.decoder, DECODERS, "stage1.decoder")
   _choice(c.task.name, ("classcond", "superres"), "task.name")

@@ -47,12 +47,16 @@ def make_generator(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) 
 
 
 def make_critics(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) -> dict[str, Critic]:
-  hidden = tuple(cfg.critic_hidden)
+  hidden, act = tuple(cfg.critic_hidden), cfg.critic_activation
   critics = {
-    "critic": Critic(task.cond_kind, task.num_classes, hidden, cfg.cond_features, latent_dim)
+    "critic": Critic(
+      task.cond_kind, task.num_classes, hidden, cfg.cond_features, latent_dim, activation=act
+    )
   }
   if cfg.unpaired_weight > 0:
-    critics["marginal_critic"] = Critic("none", hidden=hidden, latent_dim=latent_dim)
+    critics["marginal_critic"] = Critic(
+      "none", hidden=hidden, latent_dim=latent_dim, activation=act
+    )
   return critics
 
 

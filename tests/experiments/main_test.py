@@ -240,6 +240,7 @@ CONFIG_CASES = {
   "unknown_estimator": ["--config.stage2.estimator=magic"],
   "unknown_regularizer": ["--config.stage1.regularizer=l7"],
   "unknown_decoder": ["--config.stage1.decoder=deconv"],
+  "unknown_critic_activation": ["--config.stage2.critic_activation=tanh"],
   "zero_decoder_width": ["--config.stage1.decoder_widths=(64,0)"],
   "unknown_task": ["--config.task.name=inpainting"],
   "superres_factor_3": ["--config.task.name=superres", "--config.task.factor=3"],
@@ -340,6 +341,7 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
   )
   assert "No such file or directory" in messages["missing_config_file"]
   assert "stage1.decoder='deconv' is not one of" in messages["unknown_decoder"]
+  assert "stage2.critic_activation='tanh' is not one of" in messages["unknown_critic_activation"]
   assert "'celeb_a' (train) is not prepared" in messages["celeba_not_prepared"]
   assert "tfds build celeb_a" in messages["celeba_not_prepared"]
   assert (

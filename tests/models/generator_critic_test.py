@@ -59,3 +59,16 @@ def test_split_first_layer_equals_a_dense_layer_on_the_concatenation(key):
   zz = jnp.stack([z, 2 * z])
   f = critic.apply({"params": p}, jnp.broadcast_to(cond, (2, 3, 8)), zz, method=Critic.head)
   np.testing.assert_allclose(f[1], critic.apply({"params": p}, x, 2 * z), rtol=1e-5, atol=1e-6)
+
+
+def test_leaky_relu_critic_is_the_same_network_with_another_activation(key):
+  x, z = jnp.array([0, 4, 2]), 3.0 * jax.random.normal(key, (3, 3))
+  gelu = Critic("label", 5, hidden=(8,), cond_features=6, latent_dim=3)
+  leaky = Critic("label", 5, hidden=(8,), cond_features=6, latent_dim=3, activation="leaky_relu")
+  p = gelu.init(key, x, z)["params"]
+  assert jax.tree.structure(p) == jax.tree.structure(leaky.init(key, x, z)["params"])
+  first = p["first"]
+  pre = first["embedding"][x] @ first["cond_kernel"] + z @ first["input_kernel"] + first["bias"]
+  want = jnp.where(pre > 0, pre, 0.2 * pre) @ p["out"]["kernel"] + p["out"]["bias"]
+  np.testing.assert_allclose(leaky.apply({"params": p}, x, z), want[:, 0], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(gelu.apply({"params": p}, x, z), want[:, 0], atol=1e-3)
