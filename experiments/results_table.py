@@ -26,9 +26,17 @@ TIMES = (
 )
 
 
+def _read(path: pathlib.Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    hint = "finish the run with experiments.main first" if "metrics" in path.name else "not a run"
+    raise SystemExit(f"error: cannot read {path} ({type(e).__name__}); {hint}") from None
+
+
 def row(workdir: pathlib.Path) -> str:
-  metrics = json.loads((workdir / "metrics.json").read_text())
-  config = json.loads((workdir / "config.json").read_text())
+  metrics = _read(workdir / "metrics.json")
+  config = _read(workdir / "config.json")
   cells = [workdir.name, config["stage2"]["estimator"]]
   cells += [fmt.format(metrics[key]) for key, _, fmt in COLUMNS]
   cells += [f"{metrics['timings'][key]:.0f}" for key, _ in TIMES]
@@ -38,11 +46,11 @@ def row(workdir: pathlib.Path) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) < 2:
     sys.exit("usage: python -m experiments.results_table WORKDIR [WORKDIR ...]")
+  rows = [row(pathlib.Path(arg)) for arg in argv[1:]]  # Every workdir read before printing.
   head = ["run", "estimator"] + [name for _, name, _ in COLUMNS] + [name for _, name in TIMES]
   print("| " + " | ".join(head) + " |")
   print("|" + "---|" * len(head))
-  for arg in argv[1:]:
-    print(row(pathlib.Path(arg)))
+  print("\n".join(rows))
 
 
 if __name__ == "__main__":
