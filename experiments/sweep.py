@@ -3,6 +3,7 @@
     python -m experiments.sweep --out=runs/sweep            # the full sweep (library defaults)
     python -m experiments.sweep --out=runs/sweep_quick --quick
     python -m experiments.sweep --out=runs/sweep --list     # the planned runs and a time estimate
+    python -m experiments.sweep --out=runs/sweep --only='p500_s0$'   # a part of it, by job name
 
 Jobs, each in its own directory `OUT/runs/<name>/`:
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import time
 
 from absl import app, flags, logging
@@ -62,19 +64,24 @@ from lsdm_jax.loop import format_duration
 FLAGS = flags.FLAGS
 
 
-def run_sweep(s: Settings, out: str | os.PathLike) -> str:
+def run_sweep(s: Settings, out: str | os.PathLike, only: str | None = None) -> str:
   """Runs (or resumes) every job of `plan(s)` and writes the results; returns the markdown.
 
   Jobs whose `metrics.json` exists are skipped; a failing job is recorded in its
-  `failed.json` (and retried by the next sweep) while the others go on.
+  `failed.json` (and retried by the next sweep) while the others go on. With `only` (a
+  regular expression), only the jobs whose name it matches (`re.search`) run; the report
+  covers every finished job. A latent-diffusion job needs its LSDM run finished or selected.
   """
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   jobs = plan(s)
   est = estimates(s)
-  counts = {"run": 0, "skipped": 0, "failed": 0}
+  counts = {"run": 0, "skipped": 0, "failed": 0, "not selected": 0}
   for i, job in enumerate(jobs, 1):
     d = run_dir(out, job.name)
+    if only is not None and not re.search(only, job.name):
+      counts["not selected"] += 1
+      continue
     if (d / "metrics.json").exists():
       counts["skipped"] += 1
       logging.info("[%d/%d] %s: finished earlier; skipping", i, len(jobs), job.name)
@@ -101,10 +108,11 @@ def run_sweep(s: Settings, out: str | os.PathLike) -> str:
   (out / "sweep.md").write_text(markdown)
   sweep_report.save_plots(rows, out)
   logging.info(
-    "sweep: %d job(s) run, %d skipped (finished earlier), %d failed",
+    "sweep: %d job(s) run, %d skipped (finished earlier), %d failed, %d not selected by --only",
     counts["run"],
     counts["skipped"],
     counts["failed"],
+    counts["not selected"],
   )
   return markdown
 
@@ -128,6 +136,9 @@ def _define_flags():
   flags.DEFINE_bool("tiny", False, "Seconds-long settings for the tests; numbers mean nothing.")
   flags.DEFINE_bool("list", False, "Print the planned jobs and the time estimate; run nothing.")
   flags.DEFINE_alias("dry_run", "list")
+  flags.DEFINE_string(
+    "only", None, "Run only the jobs whose name matches this regular expression (re.search)."
+  )
   flags.DEFINE_bool(
     "compilation_cache",
     True,
@@ -145,6 +156,13 @@ def main(argv):
   cli.quiet_library_logs()
   settings = tiny_settings() if FLAGS.tiny else quick_settings() if FLAGS.quick else full_settings()
   out = pathlib.Path(FLAGS.out)
+  if FLAGS.only is not None:
+    try:
+      selected = [j.name for j in plan(settings) if re.search(FLAGS.only, j.name)]
+    except re.error as e:
+      cli.fail(f"--only={FLAGS.only!r} is not a regular expression ({e})")
+    if not selected:
+      cli.fail(f"--only={FLAGS.only!r} matches none of the {settings.name} sweep's jobs (--list)")
   if FLAGS.list:
     print(format_plan(settings, out))
     return
@@ -154,7 +172,7 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", str((out / "jax_cache").absolute()))
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
   logging.info("%s", format_plan(settings, out))
-  print(cli.run_guarded(run_sweep, settings, out), end="")
+  print(cli.run_guarded(run_sweep, settings, out, FLAGS.only), end="")
 
 
 if __name__ == "__main__":
