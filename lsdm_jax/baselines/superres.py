@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from lsdm_jax.errors import ConfigError, DataError
+from lsdm_jax.loop import format_duration
 
 
 def bicubic(inputs, factor: int) -> np.ndarray:
@@ -117,6 +119,7 @@ def train_regressor(
     return optax.apply_updates(params, updates), opt_state, loss
 
   history = []
+  start = time.perf_counter()
   for i in range(steps):
     params, opt_state, loss = step(params, opt_state, i)
     if (i + 1) % log_every == 0 or i + 1 == steps:
@@ -124,6 +127,15 @@ def train_regressor(
       if not np.isfinite(loss):
         raise DataError(f"the regression baseline's loss is {loss} at step {i + 1}")
       history.append({"step": i + 1, "mse": loss})
+      rate = (i + 1) / (time.perf_counter() - start)
+      logging.info(
+        "L2 regression step %d/%d mse=%.4g | %.1f steps/s, ETA %s",
+        i + 1,
+        steps,
+        loss,
+        rate,
+        format_duration((steps - i - 1) / rate),
+      )
   return TrainedRegressor(module, params, history)
 
 
