@@ -95,6 +95,7 @@ def test_two_processes_match_one(tmp_path):
     JAX_NUM_CPU_DEVICES="2",
     JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
     JAX_NUM_PROCESSES="2",
+    XLA_FLAGS="--xla_backend_optimization_level=0",  # As tests/conftest.py's reference run.
   )
   run_dir = tmp_path / "two"
   run_dir.mkdir()

@@ -1,17 +1,15 @@
 """The README's "Python API" snippet runs as written against a trained tiny run.
 
-The snippet loads `runs/mnist5k_classcond`; here that directory is a run of
-`experiments/configs/test.py` (trained once for the module, without metrics) inside a
-temporary directory that the snippet runs in.
+The snippet loads `runs/mnist5k_classcond`; here that directory is a copy of the
+session's tiny run of `experiments/configs/test.py` (tests/conftest.py) inside a temporary
+directory that the snippet runs in.
 """
 
 import pathlib
 import re
+import shutil
 
 import pytest
-
-import lsdm_jax
-from experiments.configs import test as test_config
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,13 +22,11 @@ def section_snippets(title: str) -> list[str]:
   return re.findall(r"^```python\n(.*?)^```", match.group(1), re.M | re.S)
 
 
-@pytest.fixture(scope="module")
-def run_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("readme")
-  config = test_config.get_config()
-  config.eval.enabled = False
-  lsdm_jax.train_and_evaluate(config, root / "runs" / "mnist5k_classcond")
-  return root
+@pytest.fixture
+def run_root(tiny_run, tmp_path):
+  _, workdir, _ = tiny_run
+  shutil.copytree(workdir, tmp_path / "runs" / "mnist5k_classcond")
+  return tmp_path
 
 
 def test_python_api_snippet_runs(run_root, monkeypatch):

@@ -1,6 +1,7 @@
 """End to end on the tiny config: both stages train, generate, evaluate, resume, reload."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -12,12 +13,10 @@ from lsdm_jax import train
 from lsdm_jax.errors import WorkdirError
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  config = test_config.get_config()
-  metrics = train.train_and_evaluate(config, workdir)
-  return config, workdir, metrics
+@pytest.fixture
+def run(tiny_run):
+  """The session's tiny run (tests/conftest.py), trained once with its metrics."""
+  return tiny_run
 
 
 def test_pipeline_writes_every_artefact(run):
@@ -54,7 +53,8 @@ def test_load_generates_the_requested_shape_deterministically(run):
 
 
 def test_rerun_skips_finished_stages_and_refuses_another_config(run, tmp_path):
-  config, workdir, _ = run
+  config, shared, _ = run
+  workdir = shutil.copytree(shared, tmp_path / "run")  # The shared run stays as trained.
   before = {p: p.stat().st_mtime_ns for p in (workdir / "stage1").rglob("*") if p.is_file()}
   train.train_and_evaluate(config, workdir)
   after = {p: p.stat().st_mtime_ns for p in (workdir / "stage1").rglob("*") if p.is_file()}
@@ -66,6 +66,7 @@ def test_rerun_skips_finished_stages_and_refuses_another_config(run, tmp_path):
   assert json.loads((workdir / "config.json").read_text())["stage2"]["steps"] == config.stage2.steps
 
 
+@pytest.mark.slow  # The Sinkhorn step: tests/stage2_test.py (learning), parallel_test (meshes).
 def test_sinkhorn_estimator_runs_end_to_end(tmp_path):
   config = test_config.get_config()
   config.stage2.estimator = "sinkhorn"

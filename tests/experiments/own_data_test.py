@@ -12,6 +12,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import lsdm_jax
 
@@ -25,6 +26,7 @@ def _digits_8x8(mnist5k, n=1000) -> tuple[np.ndarray, np.ndarray]:
   return np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8)[..., 0], labels
 
 
+@pytest.mark.slow  # npz loading and odd image sizes have fast tests in tests/data, tests/models.
 def test_own_npz_of_8x8_digits_trains_and_generates(mnist5k, tmp_path):
   images, labels = _digits_8x8(mnist5k)
   assert images.shape == (1000, 8, 8) and images.dtype == np.uint8
@@ -40,6 +42,7 @@ def test_own_npz_of_8x8_digits_trains_and_generates(mnist5k, tmp_path):
     "--config.eval.enabled=False",  # Metrics have their own tests; this one is about data.
   ]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One device: fast.
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # Compiling is most of this run.
   result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=600)
   assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
   for name in ("samples/grid.png", "samples/reconstructions.png", "metrics.json"):

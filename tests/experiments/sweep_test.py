@@ -1,12 +1,14 @@
 """`python -m experiments.sweep`: the whole sweep on tiny settings, and its failure handling.
 
-The end-to-end tests run `--tiny` twice in a subprocess (one CPU device, XLA's backend
-optimisation level 0 and a persistent compilation cache, as tests/experiments/main_test.py
-does; compilation is most of a tiny run): three LSDM runs (n_unpaired 0 and 300, and one
-marginal-matching run that reuses a stage 1), latent diffusion in that run's latent
-space, the pixel-space WGCS and the CVAE; ~45-50 s on 2 shared cores. The feature net
-comes from the user cache like tests/train_test.py's; where it is not cached yet, the
-first run trains it (~40 s more). The failure test replaces the jobs by stand-ins.
+The end-to-end tests (marked `slow`, so out of the default suite and CI: run them with
+`pytest -m slow tests/experiments/sweep_test.py`) run `--tiny` twice in a subprocess (one
+CPU device, XLA's backend optimisation level 0 and a persistent compilation cache, as
+tests/experiments/main_test.py does; compilation is most of a tiny run): three LSDM runs
+(n_unpaired 0 and 300, and one marginal-matching run that reuses a stage 1), latent
+diffusion in that run's latent space, the pixel-space WGCS and the CVAE; about a minute
+on 2 cores. The feature net comes from the session's cache (tests/conftest.py); where it
+is not there yet, the first run trains it (~40 s more). The failure and --only tests
+replace the jobs by stand-ins and stay in the default suite.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def _finite(value) -> bool:
   return isinstance(value, int | float) and math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_every_planned_run_and_method_has_a_finished_row(swept):
   _, _, _, _, rows = swept
   settings = sweep_plan.tiny_settings()
@@ -96,6 +99,7 @@ def test_every_planned_run_and_method_has_a_finished_row(swept):
       assert _finite(r["timings"]["train_seconds"])
 
 
+@pytest.mark.slow
 def test_report_has_every_table_and_both_plots(swept):
   out, first, _, _, _ = swept
   text = (out / "sweep.md").read_text()
@@ -114,6 +118,7 @@ def test_report_has_every_table_and_both_plots(swept):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_reused_stage1_was_not_retrained(swept):
   import lsdm_jax
 
@@ -134,6 +139,7 @@ def test_reused_stage1_was_not_retrained(swept):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_rerun_skips_every_job_and_rewrites_nothing(swept):
   out, _, second, before, _ = swept
   assert "0 job(s) run, 6 skipped" in second.stderr
@@ -141,6 +147,7 @@ def test_rerun_skips_every_job_and_rewrites_nothing(swept):
   assert _files(out / "runs") == before
 
 
+@pytest.mark.slow
 def test_speed_ratio_comes_from_the_measured_times(swept):
   out, _, _, _, rows = swept
   ldm = [r for r in rows if r["method"] == "latent_diffusion"]
@@ -161,8 +168,8 @@ def test_speed_ratio_comes_from_the_measured_times(swept):
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-  s = sweep_plan.Settings(
+def _fake_settings():
+  return sweep_plan.Settings(
     "fake",
     n_paired=(50,),
     n_unpaired=(0, 10),
@@ -172,6 +179,10 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     baseline_n_paired=(50,),
     ddim_steps=(1, 4),
   )
+
+
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+  s = _fake_settings()
   calls, failed_once = [], set()
 
   def fake_lsdm(job, settings, out):
@@ -215,3 +226,36 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
   sweep.run_sweep(s, tmp_path)
   assert calls == ["lsdm_critic_p50_u10_w0.5_s1"]
   assert not (sweep_plan.run_dir(tmp_path, calls[0]) / "failed.json").exists()
+
+
+def test_only_runs_the_selected_jobs_and_reports_every_finished_one(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_lsdm(job, settings, out):
+    calls.append(job.name)
+    metrics = {"fd": 10.0, "accuracy": 0.9, "precision": 0.8, "recall": 0.5, "timings": {}}
+    sweep_jobs.write_json(sweep_plan.run_dir(out, job.name) / "metrics.json", metrics)
+
+  monkeypatch.setattr(sweep_jobs, "RUNNERS", dict.fromkeys(sweep_jobs.RUNNERS, fake_lsdm))
+  s = _fake_settings()
+  sweep.run_sweep(s, tmp_path, only="^lsdm_.*_s1$")
+  want = {j.name for j in sweep_plan.plan(s) if j.kind == "lsdm" and j.name.endswith("_s1")}
+  assert len(want) == 3 and sorted(calls) == sorted(want)
+  calls.clear()
+  sweep.run_sweep(s, tmp_path, only="u10_w0_s")  # Two more; the _s1 one is finished.
+  assert calls == ["lsdm_critic_p50_u10_w0_s0"]
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  finished = {r["name"] for r in rows if r["status"] == "ok"}
+  assert "lsdm_critic_p50_u10_w0_s0" in finished and "lsdm_critic_p50_u0_w0_s1" in finished
+  assert "lsdm_critic_p50_u0_w0_s0" not in finished
+
+
+def test_only_that_matches_no_job_is_a_one_line_error(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--out={tmp_path}", "--quick"]
+  for only, why in (("(", "is not a regular expression"), ("^nope$", "matches none")):
+    r = subprocess.run(
+      [*cmd, f"--only={only}"], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+  assert not (tmp_path / "runs").exists()

@@ -1,4 +1,6 @@
-"""Shared fixtures: the mnist5k feature net, trained once per session in a temporary cache."""
+"""Shared fixtures: the mnist5k feature net, trained once per session in the session's cache."""
+
+import pathlib
 
 import numpy as np
 import pytest
@@ -8,8 +10,9 @@ from lsdm_jax.metrics.classifier import load_or_train_classifier
 
 
 @pytest.fixture(scope="session")
-def classifier_cache(tmp_path_factory):
-  return tmp_path_factory.mktemp("lsdm_cache")
+def classifier_cache(lsdm_cache):
+  """The session's LSDM_JAX_CACHE (tests/conftest.py), which the pipelines' metrics use too."""
+  return pathlib.Path(lsdm_cache)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,9 @@ def test_leaky_relu_critic_is_the_same_network_with_another_activation(key):
   p = gelu.init(key, x, z)["params"]
   assert jax.tree.structure(p) == jax.tree.structure(leaky.init(key, x, z)["params"])
   first = p["first"]
-  pre = first["embedding"][x] @ first["cond_kernel"] + z @ first["input_kernel"] + first["bias"]
-  want = jnp.where(pre > 0, pre, 0.2 * pre) @ p["out"]["kernel"] + p["out"]["bias"]
+  pre = (
+    first["embedding"][x] @ first["cond_kernel"] + z @ first["input_kernel"] + first["bias"][None]
+  )
+  want = jnp.where(pre > 0, pre, 0.2 * pre) @ p["out"]["kernel"] + p["out"]["bias"][None]
   np.testing.assert_allclose(leaky.apply({"params": p}, x, z), want[:, 0], rtol=1e-5, atol=1e-6)
   assert not np.allclose(gelu.apply({"params": p}, x, z), want[:, 0], atol=1e-3)
