@@ -13,7 +13,9 @@ result.
   (`stage1.make_train_step`) at `stage1.batch_size`.
 * Stage 2: the critic estimator at batch 256 and n_critic 5, `stage2.steps_per_call`
   generator updates (each with its 5 critic updates) fused in one `lax.scan` call
-  (`Stage2.make_train_step`): generator steps per second and paired latents per second.
+  (`Stage2.make_train_step`): generator steps per second and paired latents per second,
+  with the default GELU critic and with `stage2.critic_activation='leaky_relu'` (cheaper
+  in the gradient penalty's double backward pass).
 * Generation: images per second of the jitted y = D(G(η, x)) at batch 1,000, and the
   median latency of a batch of 1.
 * One step against many: the latent-diffusion baseline
@@ -180,6 +182,10 @@ def run(quick: bool, calls: int) -> dict:
   print(f"stage 1: {s1['examples_per_s']:.0f} images/s", flush=True)
   s2, generator, gen_params = bench_stage2(config, mesh, calls)
   print(f"stage 2: {s2['generator_steps_per_s']:.1f} generator steps/s", flush=True)
+  leaky = config.copy_and_resolve_references()
+  leaky.stage2.critic_activation = "leaky_relu"
+  s2_leaky, _, _ = bench_stage2(leaky, mesh, calls)
+  print(f"stage 2, leaky ReLU critic: {s2_leaky['generator_steps_per_s']:.1f} steps/s", flush=True)
   sizes = (100, 1000) if quick else (1000, 10_000)
   gen = bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls)
   print(f"generate: {gen['images_per_s']:.0f} images/s", flush=True)
@@ -195,12 +201,24 @@ def run(quick: bool, calls: int) -> dict:
     "config": config,
     "stage1": s1,
     "stage2": s2,
+    "stage2_leaky": s2_leaky,
     "generate": gen,
     "diffusion": diffusion,
     "matmul_n": n,
     "matmul_flops_per_s": matmul,
     "peak_bytes": peak,
   }
+
+
+def _cpu_name() -> str:
+  """The CPU's model name (Linux), else what `platform` knows."""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def markdown(r: dict, quick: bool) -> str:
@@ -220,7 +238,13 @@ def markdown(r: dict, quick: bool) -> str:
       f"({s2['examples_per_s']:,.0f} latents/s)",
       f"batch {c.stage2.batch_size}, n_critic {c.stage2.n_critic}, {c.stage2.steps_per_call} "
       f"generator steps per lax.scan call, G {tuple(c.stage2.hidden)}, critic "
-      f"{tuple(c.stage2.critic_hidden)}",
+      f"{tuple(c.stage2.critic_hidden)} {c.stage2.critic_activation}",
+    ),
+    (
+      "stage 2 train step (critic), leaky ReLU critic",
+      f"{r['stage2_leaky']['generator_steps_per_s']:,.1f} generator steps/s "
+      f"({r['stage2_leaky']['examples_per_s']:,.0f} latents/s)",
+      "as above, `--config.stage2.critic_activation=leaky_relu`",
     ),
     ("generate", f"{g['images_per_s']:,.0f} images/s", f"batch {g['batch']:,}"),
     ("generate, batch 1", f"{1e3 * g['latency_1_s']:.2f} ms", "median latency"),
@@ -246,7 +270,7 @@ def markdown(r: dict, quick: bool) -> str:
     "",
     f"{datetime.date.today().isoformat()}, JAX {jax.__version__}, backend "
     f"{jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPU "
-    f"core(s), {platform.python_implementation()} {platform.python_version()}"
+    f"core(s) ({_cpu_name()}), {platform.python_implementation()} {platform.python_version()}"
     + (", **--quick (tiny models; not a measurement)**" if quick else ""),
     "",
     ("Tiny models" if quick else "Default-config model sizes")
