@@ -26,17 +26,16 @@ TIMES = (
 )
 
 
-def _read(path: pathlib.Path) -> dict:
+def _read(path: pathlib.Path, fix: str) -> dict:
   try:
     return json.loads(path.read_text())
   except (OSError, ValueError) as e:
-    hint = "finish the run with experiments.main first" if "metrics" in path.name else "not a run"
-    raise SystemExit(f"error: cannot read {path} ({type(e).__name__}); {hint}") from None
+    raise SystemExit(f"error: cannot read {path} ({type(e).__name__}); {fix}") from None
 
 
 def row(workdir: pathlib.Path) -> str:
-  metrics = _read(workdir / "metrics.json")
-  config = _read(workdir / "config.json")
+  metrics = _read(workdir / "metrics.json", "finish the run with experiments.main first")
+  config = _read(workdir / "config.json", "not a run")
   cells = [workdir.name, config["stage2"]["estimator"]]
   cells += [fmt.format(metrics[key]) for key, _, fmt in COLUMNS]
   cells += [f"{metrics['timings'][key]:.0f}" for key, _ in TIMES]
