@@ -64,6 +64,13 @@ from lsdm_jax.loop import format_duration
 FLAGS = flags.FLAGS
 
 
+def selected(s: Settings, only: str | None) -> set[str]:
+  """Names of the jobs of `plan(s)` that `only` (a regular expression, `re.search`) picks;
+  all of them when `only` is None. Raises re.error for an invalid expression."""
+  pattern = None if only is None else re.compile(only)
+  return {j.name for j in plan(s) if pattern is None or pattern.search(j.name)}
+
+
 def run_sweep(s: Settings, out: str | os.PathLike, only: str | None = None) -> str:
   """Runs (or resumes) every job of `plan(s)` and writes the results; returns the markdown.
 
@@ -76,10 +83,11 @@ def run_sweep(s: Settings, out: str | os.PathLike, only: str | None = None) -> s
   out.mkdir(parents=True, exist_ok=True)
   jobs = plan(s)
   est = estimates(s)
+  chosen = selected(s, only)
   counts = {"run": 0, "skipped": 0, "failed": 0, "not selected": 0}
   for i, job in enumerate(jobs, 1):
     d = run_dir(out, job.name)
-    if only is not None and not re.search(only, job.name):
+    if job.name not in chosen:
       counts["not selected"] += 1
       continue
     if (d / "metrics.json").exists():
@@ -158,10 +166,10 @@ def main(argv):
   out = pathlib.Path(FLAGS.out)
   if FLAGS.only is not None:
     try:
-      selected = [j.name for j in plan(settings) if re.search(FLAGS.only, j.name)]
+      chosen = selected(settings, FLAGS.only)
     except re.error as e:
       cli.fail(f"--only={FLAGS.only!r} is not a regular expression ({e})")
-    if not selected:
+    if not chosen:
       cli.fail(f"--only={FLAGS.only!r} matches none of the {settings.name} sweep's jobs (--list)")
   if FLAGS.list:
     print(format_plan(settings, out))
