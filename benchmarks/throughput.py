@@ -14,14 +14,17 @@ result.
 * Stage 2: the critic estimator at batch 256 and n_critic 5, `stage2.steps_per_call`
   generator updates (each with its 5 critic updates) fused in one `lax.scan` call
   (`Stage2.make_train_step`): generator steps per second and paired latents per second,
-  with the default GELU critic and with `stage2.critic_activation='leaky_relu'` (cheaper
-  in the gradient penalty's double backward pass).
+  with the default config and with each of `STAGE2_VARIANTS` changed: the gradient
+  penalty on the whole batch (`stage2.gp_stride=1`) and a leaky-ReLU critic (cheaper in
+  the penalty's double backward pass).
 * Generation: images per second of the jitted y = D(G(η, x)) at batch 1,000, and the
   median latency of a batch of 1.
 * One step against many: the latent-diffusion baseline
   (`lsdm_jax.baselines.latent_diffusion`, default `DiffusionConfig`, DDIM) generating the
   same batch of 1,000 images with 10, 50 and 250 denoising steps, decoded by the same D,
-  against LSDM's one-step `generate`: the ratio of their times.
+  against LSDM's one-step `generate`: the ratio of their times. The decoder alone is
+  timed on the same batch too; taking its time off both gives the ratio in latent space
+  alone, i.e. DDIM's n denoiser calls against one call of G.
 * Peak memory: the process's maximum resident set size (`resource.getrusage`), i.e. the
   high-water mark over everything above.
 * FLOP/s: a float32 2048x2048 matmul (2·n³ FLOPs) measured in the same process is the
@@ -149,6 +152,11 @@ def bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes,
   }
   out["big_seconds"] = _median_seconds(lambda: generate(params, x_big, key), max(1, calls // 2))
   out["batch_seconds"] = batch / out["images_per_s"]
+  # The decoder alone on the same batch: the share of generation that latent diffusion
+  # pays too, once, whatever its step count.
+  decode = jax.jit(lambda p, z: jax.nn.sigmoid(decoder.apply({"params": p}, z)))
+  z = jax.random.normal(key, (batch, d))
+  out["decode_seconds"] = _median_seconds(lambda: decode(params["decoder"], z), calls)
   return out
 
 
@@ -175,6 +183,11 @@ def bench_diffusion(config, autoencoder, ae_params, batch, step_counts, calls) -
   return out
 
 
+# Stage-2 settings timed beside the default: the full-batch gradient penalty and the
+# cheaper activation for its double backward pass.
+STAGE2_VARIANTS = (("gp_stride", 1), ("critic_activation", "leaky_relu"))
+
+
 def run(quick: bool, calls: int) -> dict:
   config = _config(quick)
   mesh = parallel.make_mesh(1, 1)
@@ -182,10 +195,13 @@ def run(quick: bool, calls: int) -> dict:
   print(f"stage 1: {s1['examples_per_s']:.0f} images/s", flush=True)
   s2, generator, gen_params = bench_stage2(config, mesh, calls)
   print(f"stage 2: {s2['generator_steps_per_s']:.1f} generator steps/s", flush=True)
-  leaky = config.copy_and_resolve_references()
-  leaky.stage2.critic_activation = "leaky_relu"
-  s2_leaky, _, _ = bench_stage2(leaky, mesh, calls)
-  print(f"stage 2, leaky ReLU critic: {s2_leaky['generator_steps_per_s']:.1f} steps/s", flush=True)
+  variants = []
+  for field, value in STAGE2_VARIANTS:
+    other = config.copy_and_resolve_references()
+    other.stage2[field] = value
+    out, _, _ = bench_stage2(other, mesh, calls)
+    variants.append((field, value, out))
+    print(f"stage 2, {field}={value}: {out['generator_steps_per_s']:.1f} steps/s", flush=True)
   sizes = (100, 1000) if quick else (1000, 10_000)
   gen = bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes, calls)
   print(f"generate: {gen['images_per_s']:.0f} images/s", flush=True)
@@ -201,7 +217,7 @@ def run(quick: bool, calls: int) -> dict:
     "config": config,
     "stage1": s1,
     "stage2": s2,
-    "stage2_leaky": s2_leaky,
+    "stage2_variants": variants,
     "generate": gen,
     "diffusion": diffusion,
     "matmul_n": n,
@@ -238,13 +254,17 @@ def markdown(r: dict, quick: bool) -> str:
       f"({s2['examples_per_s']:,.0f} latents/s)",
       f"batch {c.stage2.batch_size}, n_critic {c.stage2.n_critic}, {c.stage2.steps_per_call} "
       f"generator steps per lax.scan call, G {tuple(c.stage2.hidden)}, critic "
-      f"{tuple(c.stage2.critic_hidden)} {c.stage2.critic_activation}",
+      f"{tuple(c.stage2.critic_hidden)} {c.stage2.critic_activation}, penalty on "
+      f"{c.stage2.batch_size // c.stage2.gp_stride} of {c.stage2.batch_size} examples",
     ),
-    (
-      "stage 2 train step (critic), leaky ReLU critic",
-      f"{r['stage2_leaky']['generator_steps_per_s']:,.1f} generator steps/s "
-      f"({r['stage2_leaky']['examples_per_s']:,.0f} latents/s)",
-      "as above, `--config.stage2.critic_activation=leaky_relu`",
+    *(
+      (
+        f"stage 2 train step (critic), {field}={value}",
+        f"{v['generator_steps_per_s']:,.1f} generator steps/s "
+        f"({v['examples_per_s']:,.0f} latents/s)",
+        f"as above, `--config.stage2.{field}={value}`",
+      )
+      for field, value, v in r["stage2_variants"]
     ),
     ("generate", f"{g['images_per_s']:,.0f} images/s", f"batch {g['batch']:,}"),
     ("generate, batch 1", f"{1e3 * g['latency_1_s']:.2f} ms", "median latency"),
@@ -256,12 +276,22 @@ def markdown(r: dict, quick: bool) -> str:
       f"{g['big_flops'] / 1e9:,.2f} GFLOP (XLA cost analysis) in {g['big_seconds']:.3f} s",
     ),
   ]
+  decode = g["decode_seconds"]
+  rows.append(
+    (
+      "decoder alone",
+      f"{1e3 * decode:.2f} ms ({100 * decode / g['batch_seconds']:.0f}% of generate's time)",
+      f"batch {g['batch']:,}, the part of generation both methods share",
+    )
+  )
   for n, seconds in r["diffusion"].items():
+    latent_ratio = (seconds - decode) / max(g["batch_seconds"] - decode, 1e-9)
     rows.append(
       (
         f"latent diffusion, {n} steps",
         f"{g['batch'] / seconds:,.0f} images/s ({seconds / g['batch_seconds']:,.0f}x LSDM's time)",
-        f"batch {g['batch']:,}, DDIM, default `DiffusionConfig`, same decoder",
+        f"batch {g['batch']:,}, DDIM, default `DiffusionConfig`, same decoder; "
+        f"{latent_ratio:,.0f}x G's time in latent space alone",
       )
     )
   rows.append(("peak memory", f"{r['peak_bytes'] / 2**20:,.0f} MiB", "max RSS of the process"))

@@ -73,9 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.critic_learning_rate = 1e-4  # Critic Adam learning rate ('critic').
   c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
   c.stage2.gp_weight = 10.0  # Gradient-penalty weight ('critic').
+  c.stage2.gp_stride = 2  # Penalty on every k-th example of a batch (1 = all) ('critic').
   c.stage2.epsilon = 5.0  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
   c.stage2.cond_scale = 30.0  # Weight of φ(x) against z in the joint ground cost.
   c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn').
+  c.stage2.ema_decay = 0.999  # EMA of the generator's weights to sample with (0 = off).
   c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
   c.stage2.log_every = 200  # Generator updates between progress lines.
@@ -148,6 +150,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage2.critic_learning_rate": c.stage2.critic_learning_rate,
     "stage2.sinkhorn_iterations": c.stage2.sinkhorn_iterations,
     "stage2.cond_features": c.stage2.cond_features,
+    "stage2.gp_stride": c.stage2.gp_stride,
     "stage1.hidden": c.stage1.hidden,
     "eval.num_inputs": c.eval.num_inputs,
     "eval.num_per_class": c.eval.num_per_class,
@@ -162,6 +165,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage2.unpaired_weight",
     "stage2.real_noise",
   )
+  if not 0 <= c.stage2.ema_decay < 1:
+    raise ConfigError(f"stage2.ema_decay={c.stage2.ema_decay!r} must be in [0, 1)")
   for field in (*nonnegative, "stage1.warmup_steps", "data.image_size"):
     section, name = field.split(".")
     if not c[section][name] >= 0:
@@ -173,6 +178,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     widths = c[section][name]
     if any(w < 1 for w in widths):
       raise ConfigError(f"{field}={widths!r} must be positive widths")
+  if c.stage2.batch_size % c.stage2.gp_stride:
+    raise ConfigError(
+      f"stage2.gp_stride={c.stage2.gp_stride} must divide stage2.batch_size={c.stage2.batch_size}"
+    )
   for field in ("stage2.b1", "stage2.b2"):
     if not 0 <= c.stage2[field.split(".")[1]] < 1:
       raise ConfigError(f"{field}={c.stage2[field.split('.')[1]]!r} must be in [0, 1)")

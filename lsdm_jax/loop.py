@@ -102,6 +102,17 @@ def guarded_update(state: TrainState, finite: jax.Array, params, opt_state) -> T
   )
 
 
+def ema_update(ema, params, decay: float, step: jax.Array):
+  """Exponential moving average of a weight tree after optimiser step `step` (0-based).
+
+  The decay is warmed up as min(decay, (1 + k) / (10 + k)), so the average forgets the
+  random initial weights within the first steps rather than after ~1 / (1 − decay).
+  """
+  k = jnp.asarray(step, jnp.float32)
+  d = jnp.minimum(decay, (1.0 + k) / (10.0 + k))
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+
+
 def all_finite(*trees) -> jax.Array:
   leaves = [x for t in trees for x in jax.tree.leaves(t)]
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

@@ -157,7 +157,7 @@ def load(workdir: str | pathlib.Path, *, mesh=None) -> LSDM:
     ae_model,
     s1.params,
     s2,
-    st2.params["generator"],
+    stage2.sampling_params(st2.params),
     arrays["mean"],
     arrays["std"],
     mesh,

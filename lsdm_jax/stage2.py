@@ -9,6 +9,10 @@ cloud (x, G(η, x)) approaches (x, z) under the chosen W1 estimator:
 * `sinkhorn`: the debiased Sinkhorn divergence of OTT-JAX with the Euclidean cost on
   joint points (cond_scale·φ(x), z), at an absolute ε (see `wasserstein`).
 
+With `ema_decay` > 0 the generator's weights are also averaged over its updates
+(`generator_ema`), and samples use the average (`sampling_params`): a GAN's generator
+circles its target, and the average sits nearer the centre of its orbit.
+
 Optional (beyond the paper): with `unpaired_weight > 0` G also matches the latent
 *marginal* of the unpaired images, with conditions drawn from the paired set's prior,
 by a second W1 term (a second critic on z alone, or a Sinkhorn divergence on z).
@@ -112,6 +116,8 @@ class Stage2:
     z = jnp.zeros((1, self.latent_dim))
     params = {"generator": self.generator.init(keys[0], eta, x_example)["params"]}
     opt = {"generator": self.gen_tx.init(params["generator"])}
+    if self.cfg.ema_decay > 0:  # Averaged weights to sample with; no optimiser of their own.
+      params["generator_ema"] = jax.tree.map(jnp.copy, params["generator"])
     for k, (name, critic) in zip(keys[1:], self.critics.items(), strict=True):
       params[name] = critic.init(k, x_example, z)["params"]
       opt[name] = self.critic_tx.init(params[name])
@@ -126,11 +132,17 @@ class Stage2:
     return self.generator.apply({"params": gen_params}, eta, x)
 
   def _critic_fn(self, name: str, params, x: jax.Array | None):
-    """z ↦ f(x, z) for the critic `name`, with the condition's share computed once."""
+    """(z, stride=1) ↦ f(x[::stride], z) for the critic `name` (a `CriticFn`), with the
+    condition's share computed once for the whole batch."""
     critic = self.critics[name]
     variables = {"params": params[name]}
     cond = None if x is None else critic.apply(variables, x, method=Critic.condition)
-    return lambda z: critic.apply(variables, cond, z, method=Critic.head)
+
+    def f(z, stride=1):
+      c = None if cond is None else cond[::stride]
+      return critic.apply(variables, c, z, method=Critic.head)
+
+    return f
 
   def _critic_phase(self, params, opt_state, data, key):
     """n_critic updates of the critic(s) against the current generator.
@@ -149,6 +161,7 @@ class Stage2:
       batches["fake_m"] = self.generate_latents(gen_params, xp, k_eta2, shape)
       batches["real_m"] = _sample_rows(k_un, data["z_unpaired"], shape, mesh)
     batches = jax.lax.stop_gradient(batches)
+    gp = (cfg.gp_weight, cfg.gp_stride)
 
     def one(carry, inputs):
       (cparams, copt), (b, k) = carry, inputs
@@ -156,10 +169,10 @@ class Stage2:
 
       def loss(cp):
         f = self._critic_fn("critic", cp, b["x"])
-        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, cfg.gp_weight)
+        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, *gp)
         if "marginal_critic" in cp:
           g = self._critic_fn("marginal_critic", cp, None)
-          t2, m2 = wasserstein.critic_loss(g, b["real_m"], b["fake_m"], k_gp2, cfg.gp_weight)
+          t2, m2 = wasserstein.critic_loss(g, b["real_m"], b["fake_m"], k_gp2, *gp)
           total = total + t2
           m = {**m, "w1_marginal": m2["w1_critic"]}
         return total, m
@@ -227,6 +240,10 @@ class Stage2:
       grads, opt_state["generator"], params["generator"]
     )
     params["generator"] = optax.apply_updates(params["generator"], upd)
+    if "generator_ema" in params:
+      params["generator_ema"] = loop.ema_update(
+        params["generator_ema"], params["generator"], self.cfg.ema_decay, state.step
+      )
     finite = finite & loop.all_finite(gm, grads)
     return loop.guarded_update(state, finite, params, opt_state), {**metrics, **gm}
 
@@ -244,6 +261,11 @@ class Stage2:
       out_shardings=(shardings, parallel.replicated(self.mesh)),
       donate_argnums=0,
     )
+
+
+def sampling_params(params: dict):
+  """The generator weights to sample with: their moving average when `ema_decay` > 0."""
+  return params.get("generator_ema", params["generator"])
 
 
 def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workdir):

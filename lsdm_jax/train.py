@@ -160,7 +160,8 @@ def train_and_evaluate(
   s2, params2, history2 = stage2.train(config, task, data, mesh, wd)
   timings["stage2_seconds"] = time.perf_counter() - t
 
-  gen_params, mean, std, view_mesh = params2["generator"], arrays["mean"], arrays["std"], mesh
+  gen_params, mean, std = stage2.sampling_params(params2), arrays["mean"], arrays["std"]
+  view_mesh = mesh
   if jax.process_count() > 1:
     # Process 0 alone makes the pictures and metrics, on its own devices; first every
     # process joins in copying the (small) trained parameters to every host.

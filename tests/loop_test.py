@@ -238,3 +238,16 @@ def test_progress_bar_draws_only_on_a_terminal():
       assert stream.text.endswith("\r\x1b[K")
     else:
       assert stream.text == ""
+
+
+def test_ema_update_warms_up_then_averages_with_the_given_decay():
+  params = {"w": jnp.ones(3)}
+  # Step 0: decay min(0.9, 1/10) = 0.1, so the average moves 90% of the way at once.
+  ema = loop.ema_update({"w": jnp.zeros(3)}, params, 0.9, jnp.int32(0))
+  np.testing.assert_allclose(ema["w"], 0.9, rtol=1e-6)
+  # Late steps: decay 0.9 exactly; a constant target is approached geometrically.
+  ema = loop.ema_update({"w": jnp.zeros(3)}, params, 0.9, jnp.int32(10_000))
+  np.testing.assert_allclose(ema["w"], 0.1, rtol=1e-5)
+  # Decay 0 tracks the weights exactly.
+  ema = loop.ema_update({"w": jnp.zeros(3)}, {"w": jnp.arange(3.0)}, 0.0, jnp.int32(50))
+  np.testing.assert_array_equal(ema["w"], jnp.arange(3.0))

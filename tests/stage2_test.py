@@ -52,9 +52,12 @@ def _class_stats(s2, params, key):
   )
 
 
-@pytest.mark.parametrize("estimator, calls", [("sinkhorn", 4), ("critic", 12)])
-def test_generator_learns_the_conditional_laws(key, estimator, calls):
+@pytest.mark.parametrize(
+  "estimator, calls, gp_stride", [("sinkhorn", 4, 1), ("critic", 12, 1), ("critic", 12, 2)]
+)
+def test_generator_learns_the_conditional_laws(key, estimator, calls, gp_stride):
   config = _config(estimator)
+  config.stage2.gp_stride = gp_stride  # 2: the penalty on every other example only.
   # One device: this is about what G learns (tests/parallel_test.py checks that every mesh
   # takes the same step), and 8 simulated devices on a small CPU mostly add partitioning.
   mesh = parallel.make_mesh(1, 1)
@@ -86,6 +89,7 @@ def test_unpaired_marginal_term_adds_a_critic_and_a_metric(key):
   config = _config("critic")
   config.stage2.unpaired_weight = 0.5
   config.stage2.steps_per_call = 2
+  config.stage2.gp_stride = 4  # Both critics' penalties on a subsample (the marginal has no x).
   mesh = parallel.make_mesh(1, 1)
   s2 = stage2.Stage2(config, Task("classcond", "label", (), num_classes=3), 2, mesh)
   data = _toy()
@@ -97,3 +101,31 @@ def test_unpaired_marginal_term_adds_a_critic_and_a_metric(key):
   )
   state, metrics = step(state, data)
   assert "w1_marginal" in metrics and np.isfinite(float(metrics["w1_marginal"]))
+  assert np.isfinite(float(metrics["gradient_penalty"]))
+
+
+def test_ema_weights_are_kept_beside_the_trained_ones_and_used_for_sampling(key):
+  config = _config("critic")
+  config.stage2.ema_decay = 0.9
+  config.stage2.steps_per_call = 3
+  mesh = parallel.make_mesh(1, 1)
+  s2 = stage2.Stage2(config, Task("classcond", "label", (), num_classes=3), 2, mesh)
+  data = _toy()
+  state = s2.init_state(data["x"][:1])
+  assert set(state.params) == {"generator", "generator_ema", "critic"}
+  assert set(state.opt_state) == {"generator", "critic"}  # The average is not optimised.
+  start = jax.tree.map(np.asarray, state.params["generator"])
+  step = s2.make_train_step(
+    jax.tree.map(lambda _: parallel.replicated(mesh), state),
+    jax.tree.map(lambda _: parallel.replicated(mesh), data),
+  )
+  state, _ = step(state, data)
+  trained, ema = state.params["generator"], state.params["generator_ema"]
+  assert stage2.sampling_params(state.params) is ema
+  # Three updates with the warmed-up decays 0.1, 2/11, 3/12: the average has moved
+  # from the initial weights but lags the trained ones.
+  for w0, w, e in zip(*map(jax.tree.leaves, (start, trained, ema)), strict=True):
+    if np.abs(np.asarray(w) - w0).max() > 0:
+      assert 0 < np.abs(np.asarray(e) - w).max() and 0 < np.abs(np.asarray(e) - w0).max()
+  # Without an average, sampling uses the trained weights.
+  assert stage2.sampling_params({"generator": trained}) is trained

@@ -40,7 +40,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 
-from lsdm_jax import parallel
+from lsdm_jax import loop, parallel
 from lsdm_jax.errors import ConfigError, DataError, NonFiniteError
 from lsdm_jax.models.conditioning import ConditionEncoder
 
@@ -298,9 +298,7 @@ def train_step(
   )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  k = state.step.astype(jnp.float32)
-  decay = jnp.minimum(config.ema_decay, (1.0 + k) / (10.0 + k))
-  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  ema = loop.ema_update(state.ema_params, params, config.ema_decay, state.step)
   new_state = TrainState(state.step + 1, params, ema, opt_state)
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
