@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage1.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
 
   c.stage2 = ml_collections.ConfigDict()
+  c.stage2.seed = -1  # Seed of stage 2 alone (init, batches, noise); -1 = the run's seed.
   c.stage2.estimator = "critic"  # W1 estimator: 'critic' (dual + GP) or 'sinkhorn' (OTT).
   c.stage2.noise_dim = 16  # Size of η.
   c.stage2.hidden = (256, 256, 256)  # Generator MLP widths.
@@ -165,6 +166,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage2.unpaired_weight",
     "stage2.real_noise",
   )
+  if c.stage2.seed < -1:
+    raise ConfigError(f"stage2.seed={c.stage2.seed!r} must be >= 0, or -1 for the run's seed")
   if not 0 <= c.stage2.ema_decay < 1:
     raise ConfigError(f"stage2.ema_decay={c.stage2.ema_decay!r} must be in [0, 1)")
   for field in (*nonnegative, "stage1.warmup_steps", "data.image_size"):

@@ -105,7 +105,9 @@ class Stage2:
     self.critics = make_critics(cfg, task, latent_dim) if cfg.estimator == "critic" else {}
     self.gen_tx = _adam(cfg.learning_rate, cfg)
     self.critic_tx = _adam(cfg.critic_learning_rate, cfg)
-    root = jax.random.fold_in(jax.random.key(config.seed), 3)
+    # stage2.seed re-seeds stage 2 alone, on the same stage 1 (whose seed is config.seed).
+    seed = config.seed if cfg.seed < 0 else cfg.seed
+    root = jax.random.fold_in(jax.random.key(seed), 3)
     self.init_key, self.base_key = jax.random.split(root)
 
   # ------------------------------------------------------------------ state

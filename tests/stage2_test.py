@@ -129,3 +129,21 @@ def test_ema_weights_are_kept_beside_the_trained_ones_and_used_for_sampling(key)
       assert 0 < np.abs(np.asarray(e) - w).max() and 0 < np.abs(np.asarray(e) - w0).max()
   # Without an average, sampling uses the trained weights.
   assert stage2.sampling_params({"generator": trained}) is trained
+
+
+def test_stage2_seed_reseeds_stage_2_alone():
+  task, mesh = Task("classcond", "label", (), num_classes=3), parallel.make_mesh(1, 1)
+  x = _toy()["x"][:1]
+
+  def init(seed, stage2_seed):
+    config = _config("critic")
+    config.seed, config.stage2.seed = seed, stage2_seed
+    return jax.tree.leaves(stage2.Stage2(config, task, 2, mesh).init_state(x).params)
+
+  def same(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+  default = init(0, -1)
+  assert same(default, init(0, 0))  # -1 means the run's seed.
+  assert not same(default, init(0, 1))  # Another stage-2 seed, the same run seed.
+  assert same(init(0, 1), init(5, 1))  # The run's seed (stage 1's) does not enter.

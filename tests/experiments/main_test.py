@@ -250,6 +250,7 @@ CONFIG_CASES = {
   "zero_steps_per_call": ["--config.stage2.steps_per_call=0"],
   "gp_stride_not_a_divisor": ["--config.stage2.gp_stride=3"],
   "ema_decay_one": ["--config.stage2.ema_decay=1.0"],
+  "stage2_seed_below_minus_one": ["--config.stage2.seed=-2"],
   "stage1_steps_per_call": ["--config.stage1.steps_per_call=2"],
   "zero_save_every": ["--config.stage1.save_every=0"],
   "zero_keep": ["--config.stage2.keep=0"],
@@ -352,6 +353,7 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
   )
   assert "stage2.gp_stride=3 must divide stage2.batch_size=" in messages["gp_stride_not_a_divisor"]
   assert "stage2.ema_decay=1.0 must be in [0, 1)" in messages["ema_decay_one"]
+  assert "stage2.seed=-2 must be >= 0, or -1" in messages["stage2_seed_below_minus_one"]
 
 
 def test_bad_input_as_real_commands(tmp_path):
