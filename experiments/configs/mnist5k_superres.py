@@ -24,9 +24,11 @@ def get_config():
   config.eval.num_inputs = 1000  # The whole mnist5k test split.
   # Stage 2, tuned on stage-2-only runs over one saved stage 1 (README, Super-resolution):
   # no jitter on the real latents (each input has one answer in the pairs, and jitter only
-  # blurs it: 24.98 -> 26.10 dB consistency), half the steps and a slower generator.
+  # blurs it: 24.98 -> 26.10 dB consistency) and a slower generator. With the weight
+  # average (stage2.ema_decay) 6,000 steps beat 3,000 on every metric (consistency 26.15 ->
+  # 26.45 dB, PSNR 17.08 -> 17.24, FD 17.2 -> 15.9).
   config.stage2.real_noise = 0.0
-  config.stage2.steps = 3000
+  config.stage2.steps = 6000
   config.stage2.learning_rate = 5e-5
   config.stage2.critic_learning_rate = 2e-4
   return config
