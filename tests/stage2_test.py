@@ -94,7 +94,7 @@ def test_unpaired_marginal_term_adds_a_critic_and_a_metric(key):
   s2 = stage2.Stage2(config, Task("classcond", "label", (), num_classes=3), 2, mesh)
   data = _toy()
   state = s2.init_state(data["x"][:1])
-  assert set(state.params) == {"generator", "critic", "marginal_critic"}
+  assert set(state.params) == {"generator", "generator_ema", "critic", "marginal_critic"}
   step = s2.make_train_step(
     jax.tree.map(lambda _: parallel.replicated(mesh), state),
     jax.tree.map(lambda _: parallel.replicated(mesh), data),
