@@ -163,7 +163,6 @@ class Stage2:
       batches["fake_m"] = self.generate_latents(gen_params, xp, k_eta2, shape)
       batches["real_m"] = _sample_rows(k_un, data["z_unpaired"], shape, mesh)
     batches = jax.lax.stop_gradient(batches)
-    gp = (cfg.gp_weight, cfg.gp_stride)
 
     def one(carry, inputs):
       (cparams, copt), (b, k) = carry, inputs
@@ -171,10 +170,12 @@ class Stage2:
 
       def loss(cp):
         f = self._critic_fn("critic", cp, b["x"])
-        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, *gp)
+        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, cfg.gp_weight, cfg.gp_stride)
         if "marginal_critic" in cp:
           g = self._critic_fn("marginal_critic", cp, None)
-          t2, m2 = wasserstein.critic_loss(g, b["real_m"], b["fake_m"], k_gp2, *gp)
+          t2, m2 = wasserstein.critic_loss(
+            g, b["real_m"], b["fake_m"], k_gp2, cfg.gp_weight, cfg.gp_stride
+          )
           total = total + t2
           m = {**m, "w1_marginal": m2["w1_critic"]}
         return total, m

@@ -59,11 +59,12 @@ def critic_loss(
   (real, generated, interpolated).
 
   Args:
-    gp_stride: estimate the penalty on every `gp_stride`-th example only (1: all;
-      `critic_fn` must then accept `stride=`). The penalty is an expectation over
+    gp_stride: estimate the penalty on every `gp_stride`-th example only (1: all; above
+      1, `critic_fn` must accept `stride=`). The penalty is an expectation over
       interpolates, so a subsample is an unbiased estimate of it with more variance;
       its double backward pass is the costliest part of a critic update. A strided
-      subsample keeps equal shares on every device of a batch split over `data`.
+      subsample keeps equal shares on every device of a batch split over `data` (when
+      each device's share divides by the stride).
   """
   w1 = jnp.mean(critic_fn(z_real)) - jnp.mean(critic_fn(z_fake))
   s = gp_stride
