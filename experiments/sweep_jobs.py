@@ -169,6 +169,15 @@ def seconds_per_1000(fn: Callable[[], object], n: int, repeats: int) -> tuple[fl
   return 1000.0 * statistics.median(times) / n, first
 
 
+def latent_ratio(seconds: float, reference_seconds: float, decode_seconds: float):
+  """(seconds - decode) / (reference - decode): the speed ratio without the shared decoder.
+
+  None when the reference is not measurably slower than decoding alone (timing noise).
+  """
+  own = reference_seconds - decode_seconds
+  return (seconds - decode_seconds) / own if own > 0 else None
+
+
 def closest_step_count(fds: dict[int, float], reference_fd: float) -> int:
   """The step count whose FD is closest to the reference's (ties: fewer steps)."""
   return min(sorted(fds), key=lambda n: abs(fds[n] - reference_fd))
@@ -209,6 +218,7 @@ def _paired_set(job: Job, s: Settings):
 
 def run_latent_diffusion(job: Job, s: Settings, out: pathlib.Path) -> None:
   """Latent diffusion on the reference run's standardised paired latents, decoded by its D."""
+  import jax
   import jax.numpy as jnp
 
   import lsdm_jax
@@ -237,6 +247,12 @@ def run_latent_diffusion(job: Job, s: Settings, out: pathlib.Path) -> None:
   lsdm_seconds, _ = seconds_per_1000(
     lambda: lsdm.generate(labels, key), len(labels), s.timing_repeats
   )
+  # The decoder alone on a batch of the same size: both methods run it once per image, so
+  # taking its time off both gives the ratio of the latent samplers (G against DDIM).
+  z_any = latents.unstandardise(jax.random.normal(key, (len(labels), z.shape[1])), mean, std)
+  decode_seconds, _ = seconds_per_1000(
+    lambda: np.asarray(lsdm.decode(z_any)), len(labels), s.timing_repeats
+  )
   x_eval = jnp.asarray(labels)
   results = {}
   for n in s.ddim_steps:
@@ -259,6 +275,8 @@ def run_latent_diffusion(job: Job, s: Settings, out: pathlib.Path) -> None:
       reference_generate_seconds_per_1000=lsdm_seconds,
       reference_fd=ref_fd,
       speed_ratio=seconds / lsdm_seconds,
+      decode_seconds_per_1000=decode_seconds,
+      latent_speed_ratio=latent_ratio(seconds, lsdm_seconds, decode_seconds),
     )
     rows.append(
       base_row(

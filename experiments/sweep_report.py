@@ -169,14 +169,16 @@ def speed_table(rows: list[dict]) -> tuple[str, str]:
   if not chosen:
     return "", "No latent-diffusion job finished, so no speed ratio was measured."
   head = ["n_paired", "seed", "LSDM run", "LSDM FD", "LSDM s / 1,000", "DDIM steps"]
-  head += ["diffusion FD", "diffusion s / 1,000", "speed ratio"]
+  head += ["diffusion FD", "diffusion s / 1,000", "speed ratio", "ratio without the decoder"]
   body = []
   for r in sorted(chosen, key=lambda r: (r["n_paired"], r["seed"])):
     m = r["metrics"]
+    latent = m.get("latent_speed_ratio")
     body.append(
       [str(r["n_paired"]), str(r["seed"]), r["reference_run"], f"{m['reference_fd']:.2f}"]
       + [f"{m['reference_generate_seconds_per_1000']:.3g}", str(r["ddim_steps"])]
       + [f"{m['fd']:.2f}", f"{m['generate_seconds_per_1000']:.3g}", f"{m['speed_ratio']:.0f}x"]
+      + ["—" if latent is None else f"{latent:.0f}x"]
     )
   ratios = [r["metrics"]["speed_ratio"] for r in chosen]
   verdict = "meets" if min(ratios) >= CLAIMED_SPEED_RATIO else "does not meet"
@@ -185,7 +187,9 @@ def speed_table(rows: list[dict]) -> tuple[str, str]:
     f"min {min(ratios):.0f}x, max {max(ratios):.0f}x): LSDM's one-step generation against "
     "latent diffusion in the same latent space with the same decoder, at the DDIM step "
     "count whose FD is closest to LSDM's; both timed in one process after a warm-up call. "
-    f"The smallest ratio {verdict} the claimed {CLAIMED_SPEED_RATIO:.0f}x."
+    f"The smallest ratio {verdict} the claimed {CLAIMED_SPEED_RATIO:.0f}x. The last column "
+    "takes the decoder's time (measured alone, same batch, same process) off both: the "
+    "one-step generator against the DDIM sampler in latent space; it is not the claim."
   )
   return _table(head, body), summary
 

@@ -62,6 +62,8 @@ def test_speed_ratio_uses_the_step_count_closest_in_fd(tmp_path):
       "reference_generate_seconds_per_1000": 0.025,
       "reference_fd": 20.0,
       "speed_ratio": seconds / 0.025,
+      "decode_seconds_per_1000": 0.02,
+      "latent_speed_ratio": (seconds - 0.02) / (0.025 - 0.02),
     }
     rows.append(
       _row(
@@ -73,7 +75,7 @@ def test_speed_ratio_uses_the_step_count_closest_in_fd(tmp_path):
       )
     )
   table, summary = sweep_report.speed_table(rows)
-  assert "| 500 | 0 | lsdm_ref | 20.00 | 0.025 | 50 | 21.00 | 2.5 | 100x |" in table
+  assert "| 500 | 0 | lsdm_ref | 20.00 | 0.025 | 50 | 21.00 | 2.5 | 100x | 496x |" in table
   assert "**Speed ratio: 100x**" in summary and "meets the claimed 50x" in summary
   methods = sweep_report.method_table(rows, 500)
   assert "latent diffusion, DDIM 10 steps" in methods and "LSDM (critic, 3500 unpaired)" in methods

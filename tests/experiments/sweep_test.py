@@ -160,6 +160,14 @@ def test_speed_ratio_comes_from_the_measured_times(swept):
       m["generate_seconds_per_1000"] / m["reference_generate_seconds_per_1000"]
     )
     assert m["reference_fd"] == lsdm[r["reference_run"]]["metrics"]["fd"]
+    assert m["decode_seconds_per_1000"] > 0
+    assert m["latent_speed_ratio"] == pytest.approx(
+      sweep_jobs.latent_ratio(
+        m["generate_seconds_per_1000"],
+        m["reference_generate_seconds_per_1000"],
+        m["decode_seconds_per_1000"],
+      )
+    )
   chosen = sweep_report.speed_rows(rows)
   ratio = float(np.mean([r["metrics"]["speed_ratio"] for r in chosen]))
   assert f"**Speed ratio: {ratio:.0f}x**" in (out / "sweep.md").read_text()
