@@ -1,10 +1,16 @@
 """Recomputes the metrics of a trained run on the held-out test split.
 
     python -m experiments.evaluate --workdir=runs/mnist5k_classcond [--out=metrics_again.json]
+    python -m experiments.evaluate --workdir=runs/mnist5k_classcond --reference=unpaired
 
 Loads the run (`lsdm_jax.load`), rebuilds its data split from the run's `config.json`,
 and writes the same metrics `experiments.main` writes (to `--out`, default
 `WORKDIR/metrics.json`, replaced atomically) and prints them.
+
+`--reference=unpaired` scores a class-conditional run against its own unpaired train
+images instead of the test split (`lsdm_jax.train.unpaired_reference`): a way to compare
+settings without looking at the test images. Its default `--out` is
+`WORKDIR/metrics_unpaired.json`, so the test metrics stay as they are.
 """
 
 import json
@@ -15,20 +21,38 @@ from absl import app, flags
 from lsdm_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
-flags.DEFINE_string("out", None, "Where to write the metrics (default: WORKDIR/metrics.json).")
-flags.mark_flags_as_required(["workdir"])
 
 
-def _evaluate(workdir: str, out: str | None) -> dict:
+def _define_flags():
+  """Flags are defined only when run as a script, so that tests may import the module."""
+  flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
+  flags.DEFINE_string(
+    "out",
+    None,
+    "Where to write the metrics (default: WORKDIR/metrics.json, or "
+    "WORKDIR/metrics_<reference>.json for another --reference).",
+  )
+  flags.DEFINE_enum(
+    "reference",
+    "test",
+    ["test", "unpaired"],
+    "The images the samples are scored against: the test split, or the run's unpaired "
+    "train images (class-conditional runs).",
+  )
+  flags.mark_flags_as_required(["workdir"])
+
+
+def evaluate_run(workdir, out=None, reference: str = "test") -> dict:
+  """Scores the run in `workdir` and writes its metrics (see the module docstring)."""
   import lsdm_jax
   from lsdm_jax import train
   from lsdm_jax import workdir as workdir_lib
 
   config = workdir_lib.load_config(workdir)
   model = lsdm_jax.load(workdir)
-  metrics = train.evaluate(model, train.setup(config), config)
-  path = pathlib.Path(out) if out else pathlib.Path(workdir) / "metrics.json"
+  metrics = train.evaluate(model, train.setup(config), config, reference=reference)
+  name = "metrics.json" if reference == "test" else f"metrics_{reference}.json"
+  path = pathlib.Path(out) if out else pathlib.Path(workdir) / name
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
   tmp.replace(path)
@@ -39,9 +63,10 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; every setting is a --flag")
   cli.quiet_library_logs()
-  metrics = cli.run_guarded(_evaluate, FLAGS.workdir, FLAGS.out)
+  metrics = cli.run_guarded(evaluate_run, FLAGS.workdir, FLAGS.out, FLAGS.reference)
   print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=cli.parse_flags)

@@ -23,6 +23,7 @@ from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
 from lsdm_jax.data.sources import to_float
+from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.loop import OPERATIONAL_FIELDS
 
 
@@ -64,7 +65,6 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
 
 def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None:
   """Checks what the stages would otherwise find only after the workdir is written."""
-  from lsdm_jax.errors import ConfigError
   from lsdm_jax.loop import LoopConfig
   from lsdm_jax.models.autoencoder import check_image_shape
 
@@ -219,11 +219,50 @@ def _write_summaries(directory, step: int, grids: dict, results: dict) -> None:
     events.write_scalars(step, scalars)
 
 
-def evaluate(lsdm, exp: Experiment, config) -> dict[str, float]:
-  """Metrics on the canonical test split (see `lsdm_jax.metrics`)."""
+REFERENCES = ("test", "unpaired")
+
+
+def unpaired_reference(exp: Experiment) -> Dataset:
+  """The data set seen from the run's unpaired images: they stand in for the test split.
+
+  Scoring against them instead of the test split lets a user compare stage-2 settings
+  without looking at the test images. The paper's stage 2 never sees them (only stage 1
+  does, without labels); with `stage2.unpaired_weight > 0` G is trained towards them, so
+  they are no longer held out from stage 2. The real-vs-real baselines use the paired
+  images.
+  """
+  ds, split = exp.dataset, exp.split
+  if exp.task.cond_kind != "label":
+    raise DataError("reference 'unpaired' scores class-conditional runs only; use 'test'")
+  if len(split.unpaired) < 10:
+    raise DataError(
+      f"reference 'unpaired' needs unpaired images; this run has {len(split.unpaired)} "
+      "(data.n_unpaired): use reference 'test'"
+    )
+  return dataclasses.replace(
+    ds,
+    train_images=ds.train_images[split.paired],
+    train_labels=ds.train_labels[split.paired],
+    test_images=ds.train_images[split.unpaired],
+    test_labels=ds.train_labels[split.unpaired],
+    train_index=ds.train_index[split.paired],
+    test_index=ds.train_index[split.unpaired],
+  )
+
+
+def evaluate(lsdm, exp: Experiment, config, reference: str = "test") -> dict[str, float]:
+  """Metrics on the canonical test split (see `lsdm_jax.metrics`).
+
+  `reference='unpaired'` scores class-conditional samples against the run's unpaired
+  train images instead (`unpaired_reference`), for choosing settings without the test
+  split; the bound's terms, which are about held-out data, are then left out.
+  """
   from lsdm_jax.metrics import evaluate as evaluate_lib
   from lsdm_jax.metrics.classifier import load_or_train_classifier
 
+  if reference not in REFERENCES:
+    raise ConfigError(f"reference {reference!r} is not one of {REFERENCES}")
+  scored = unpaired_reference(exp) if reference == "unpaired" else exp.dataset
   key = jax.random.key(config.eval.seed + 1)
   if exp.task.cond_kind == "label":
     net = load_or_train_classifier(exp.dataset)
@@ -232,9 +271,10 @@ def evaluate(lsdm, exp: Experiment, config) -> dict[str, float]:
     t = time.perf_counter()  # Timed again, warm: the first call included compilation.
     jax.block_until_ready(lsdm.generate(labels, key))
     elapsed = time.perf_counter() - t
-    out = evaluate_lib.evaluate_classcond(images, labels, exp.dataset, net, seed=config.eval.seed)
+    out = evaluate_lib.evaluate_classcond(images, labels, scored, net, seed=config.eval.seed)
     out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(images)
-    out.update(bound_metrics(lsdm, exp.dataset, config))
+    if reference == "test":
+      out.update(bound_metrics(lsdm, exp.dataset, config))
     return {k: float(v) for k, v in out.items()}
   # Super-resolution: one sample per test input, scored against its true image.
   rows, inputs, targets = superres_test_inputs(exp, config.eval.num_inputs)
