@@ -234,10 +234,10 @@ def unpaired_reference(exp: Experiment) -> Dataset:
   ds, split = exp.dataset, exp.split
   if exp.task.cond_kind != "label":
     raise DataError("reference 'unpaired' scores class-conditional runs only; use 'test'")
-  if len(split.unpaired) < 10:
+  if len(split.unpaired) < 10:  # Too few for a covariance or k-nearest-neighbour radii.
     raise DataError(
-      f"reference 'unpaired' needs unpaired images; this run has {len(split.unpaired)} "
-      "(data.n_unpaired): use reference 'test'"
+      f"reference 'unpaired' needs at least 10 unpaired images; this run has "
+      f"{len(split.unpaired)} (data.n_unpaired): use reference 'test'"
     )
   return dataclasses.replace(
     ds,
