@@ -49,8 +49,11 @@ def evaluate_run(workdir, out=None, reference: str = "test") -> dict:
   from lsdm_jax import workdir as workdir_lib
 
   config = workdir_lib.load_config(workdir)
+  exp = train.setup(config)
+  if reference == "unpaired":
+    train.unpaired_reference(exp)  # Refuses a run it cannot score before loading anything.
   model = lsdm_jax.load(workdir)
-  metrics = train.evaluate(model, train.setup(config), config, reference=reference)
+  metrics = train.evaluate(model, exp, config, reference=reference)
   name = "metrics.json" if reference == "test" else f"metrics_{reference}.json"
   path = pathlib.Path(out) if out else pathlib.Path(workdir) / name
   tmp = path.with_name(path.name + ".tmp")
