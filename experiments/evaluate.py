@@ -25,6 +25,8 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Flags are defined only when run as a script, so that tests may import the module."""
+  from lsdm_jax.train import REFERENCES
+
   flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
   flags.DEFINE_string(
     "out",
@@ -35,7 +37,7 @@ def _define_flags():
   flags.DEFINE_enum(
     "reference",
     "test",
-    ["test", "unpaired"],
+    list(REFERENCES),
     "The images the samples are scored against: the test split, or the run's unpaired "
     "train images (class-conditional runs).",
   )
