@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from lsdm_jax.config import DECODERS
 from lsdm_jax.errors import ConfigError
 
 
@@ -121,9 +122,6 @@ class MLPDecoder(nn.Module):
       h = nn.gelu(nn.Dense(width)(h))
     # Logits; `Autoencoder.decode` applies the sigmoid.
     return nn.Dense(math.prod(self.image_shape))(h).reshape(z.shape[0], *self.image_shape)
-
-
-DECODERS = ("mlp", "conv")
 
 
 class Autoencoder(nn.Module):
