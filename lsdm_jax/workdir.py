@@ -145,9 +145,18 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / "config.json"
   if not path.exists():
     raise WorkdirError(f"{str(path)!r} not found: is {str(workdir)!r} an lsdm-jax run directory?")
-  saved = json.loads(path.read_text())
+  saved = _flatten(json.loads(path.read_text()))
   config = config_lib.base_config()
-  config.update_from_flattened_dict(_flatten(saved))
+  defaults = _flatten(config.to_dict())
+  missing = [f"{k}={v!r}" for k, v in sorted(defaults.items()) if k not in saved]
+  if missing:  # Fields added to lsdm-jax after the run was written.
+    logging.warning(
+      "%s predates %d config field(s); they take today's defaults: %s",
+      path,
+      len(missing),
+      ", ".join(missing),
+    )
+  config.update_from_flattened_dict(saved)
   return config
 
 

@@ -3,6 +3,7 @@
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 
@@ -81,6 +82,22 @@ def test_overwrite_replaces_the_results_of_another_config(tmp_path):
   workdir.prepare(tmp_path, config, overwrite=True)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "notes.txt"]
   assert workdir.load_config(tmp_path).seed == 5
+
+
+def test_a_config_json_without_a_newer_field_loads_with_a_warning_naming_it(tmp_path, caplog):
+  config = config_lib.base_config()
+  saved = json.loads(config_lib.to_json(config))
+  del saved["stage2"]["ema_decay"]  # As written before the field existed.
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with caplog.at_level(logging.WARNING):
+    loaded = workdir.load_config(tmp_path)
+  assert loaded.stage2.ema_decay == config.stage2.ema_decay
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1 and f"stage2.ema_decay={config.stage2.ema_decay!r}" in warnings[0]
+  caplog.clear()
+  _run(tmp_path / "complete")
+  workdir.load_config(tmp_path / "complete")
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize(
