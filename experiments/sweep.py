@@ -4,6 +4,8 @@
     python -m experiments.sweep --out=runs/sweep_quick --quick
     python -m experiments.sweep --out=runs/sweep --list     # the planned runs and a time estimate
     python -m experiments.sweep --out=runs/sweep --only='p500_s0$'   # a part of it, by job name
+    python -m experiments.sweep --out=runs/sweep_long --set=stage2.steps=20000 \
+        --diffusion_set=steps=4000                          # other settings, in another --out
 
 Jobs, each in its own directory `OUT/runs/<name>/`:
 
@@ -57,6 +59,7 @@ from experiments.sweep_plan import (
   quick_settings,
   run_dir,
   tiny_settings,
+  with_sets,
 )
 from lsdm_jax import cli
 from lsdm_jax.loop import format_duration
@@ -147,6 +150,18 @@ def _define_flags():
   flags.DEFINE_string(
     "only", None, "Run only the jobs whose name matches this regular expression (re.search)."
   )
+  flags.DEFINE_multi_string(
+    "set",
+    [],
+    "KEY=VALUE: a config field set in every LSDM run (e.g. stage2.steps=20000); repeatable. "
+    "Job names do not show it: use another --out.",
+  )
+  flags.DEFINE_multi_string(
+    "diffusion_set",
+    [],
+    "KEY=VALUE: a DiffusionConfig field of the latent-diffusion baseline (e.g. steps=4000); "
+    "repeatable.",
+  )
   flags.DEFINE_bool(
     "compilation_cache",
     True,
@@ -163,6 +178,10 @@ def main(argv):
     cli.fail("--quick and --tiny exclude each other")
   cli.quiet_library_logs()
   settings = tiny_settings() if FLAGS.tiny else quick_settings() if FLAGS.quick else full_settings()
+  try:
+    settings = with_sets(settings, FLAGS.set, FLAGS.diffusion_set)
+  except ValueError as e:
+    cli.fail(str(e))
   out = pathlib.Path(FLAGS.out)
   if FLAGS.only is not None:
     try:

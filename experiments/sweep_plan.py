@@ -8,13 +8,16 @@ overrides); `stage1_key` says which runs can share a stage 1; `format_plan` is w
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from experiments.configs import mnist5k_classcond
+from lsdm_jax import config as config_lib
+from lsdm_jax.errors import ConfigError
 from lsdm_jax.loop import OPERATIONAL_FIELDS, format_duration
 
 KINDS = ("lsdm", "latent_diffusion", "pixel_wgcs", "cvae")
@@ -263,6 +266,75 @@ def plan(s: Settings) -> list[Job]:
 
 def _keys(s: Settings) -> Iterable[tuple[int, int, int]]:
   return [(p, u, seed) for p in s.n_paired for u in s.n_unpaired for seed in s.seeds]
+
+
+def _parse_sets(sets: Sequence[str], defaults: dict, what: str, keys: str) -> dict:
+  """'KEY=VALUE' strings → {KEY: value}, each value of its default's type."""
+  out = {}
+  for item in sets:
+    key, sep, text = item.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"{what} {item!r}: use KEY=VALUE with KEY {keys}")
+    default = defaults[key]
+    try:
+      value = text if isinstance(default, str) else ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = None
+    if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+      value = tuple(value)
+    elif isinstance(default, float) and type(value) is int:
+      value = float(value)
+    if type(value) is not type(default):
+      raise ValueError(
+        f"{what} {item!r}: {key} takes {type(default).__name__} values like {default!r}"
+      )
+    out[key] = value
+  return out
+
+
+def with_sets(s: Settings, lsdm: Sequence[str] = (), diffusion: Sequence[str] = ()) -> Settings:
+  """`s` with KEY=VALUE fields set on top: `lsdm` in every LSDM run's config (e.g.
+  'stage2.steps=20000'), `diffusion` in the latent-diffusion baseline's `DiffusionConfig`
+  (e.g. 'steps=4000'). The settings' name records them, so the report shows them.
+
+  Raises:
+    ValueError: an unknown key or a value of the wrong type, named.
+  """
+  from lsdm_jax.baselines.latent_diffusion import DiffusionConfig
+
+  if not lsdm and not diffusion:
+    return s
+  base = mnist5k_classcond.get_config()
+  lsdm_defaults = {
+    f"{section}.{k}": v
+    for section, fields in base.to_dict().items()
+    if isinstance(fields, dict)
+    for k, v in fields.items()
+  }
+  lsdm_sets = _parse_sets(lsdm, lsdm_defaults, "--set", "a field of lsdm_jax/config.py")
+  diffusion_defaults = dataclasses.asdict(DiffusionConfig(**s.diffusion))
+  diffusion_sets = _parse_sets(
+    diffusion, diffusion_defaults, "--diffusion_set", f"one of {sorted(diffusion_defaults)}"
+  )
+  try:  # Their own checks, before any job runs.
+    config = base.copy_and_resolve_references()
+    config.update_from_flattened_dict(lsdm_sets)
+    config_lib.validate(config)
+    DiffusionConfig(**{**s.diffusion, **diffusion_sets})
+  except ConfigError as e:
+    raise ValueError(f"{[*lsdm, *diffusion]}: {e}") from None
+  label = ", ".join([*lsdm, *(f"diffusion.{d}" for d in diffusion)])
+  return dataclasses.replace(
+    s,
+    name=f"{s.name} ({label})",
+    overrides={**s.overrides, **lsdm_sets},
+    # A field set here wins over the estimator's own (e.g. the quick sweep's stage2.steps).
+    estimator_overrides={
+      e: {k: v for k, v in o.items() if k not in lsdm_sets}
+      for e, o in s.estimator_overrides.items()
+    },
+    diffusion={**s.diffusion, **diffusion_sets},
+  )
 
 
 def lsdm_config(job: Job, s: Settings):

@@ -1,5 +1,7 @@
 """The sweep's plan: the grid, the extension runs, the baselines, configs and estimates."""
 
+import re
+
 import pytest
 
 from experiments import sweep_plan
@@ -43,3 +45,36 @@ def test_settings_default_to_the_library_configs():
       job,
       sweep_plan.Settings("x", (500,), (0,), (0,), ("critic",), (), overrides={"stage1.stepz": 1}),
     )
+
+
+def test_sets_reach_every_lsdm_config_and_the_diffusion_config_and_the_name():
+  quick = sweep_plan.quick_settings()
+  s = sweep_plan.with_sets(
+    quick, ["stage2.steps=20000", "stage2.hidden=(128, 128)"], ["steps=4000", "lr=1"]
+  )
+  assert (
+    s.name
+    == "quick (stage2.steps=20000, stage2.hidden=(128, 128), diffusion.steps=4000, diffusion.lr=1)"
+  )
+  for estimator in ("critic", "sinkhorn"):  # Wins over the quick sweep's per-estimator steps.
+    config = sweep_plan.lsdm_config(sweep_plan.Job("lsdm", 500, 3500, 0, estimator), s)
+    assert config.stage2.steps == 20000 and config.stage2.hidden == (128, 128)
+    assert config.stage1.steps == quick.overrides["stage1.steps"]  # The rest is kept.
+  assert s.diffusion == {"steps": 4000, "lr": 1.0}
+  assert sweep_plan.with_sets(quick) is quick
+
+
+@pytest.mark.parametrize(
+  "lsdm, diffusion, message",
+  [
+    (["stage2.stepz=1"], [], "--set 'stage2.stepz=1': use KEY=VALUE"),
+    (["stage2.steps"], [], "--set 'stage2.steps': use KEY=VALUE"),
+    (["stage2.steps=1.5"], [], "stage2.steps takes int values like 6000"),
+    (["stage2.steps=-3"], [], "stage2.steps=-3 must be a positive number"),
+    ([], ["steps=many"], "steps takes int values like 1000"),
+    ([], ["prediction=x"], "prediction='x'; use one of"),
+  ],
+)
+def test_a_bad_set_is_a_value_error_naming_it(lsdm, diffusion, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    sweep_plan.with_sets(sweep_plan.full_settings(), lsdm, diffusion)

@@ -267,3 +267,12 @@ def test_only_that_matches_no_job_is_a_one_line_error(tmp_path):
     assert r.returncode == 2 and why in r.stderr, r.stderr
     assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
   assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_set_is_a_one_line_error(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--out={tmp_path}", "--quick"]
+  for flag, why in (("--set=stage2.stepz=1", "use KEY=VALUE"), ("--diffusion_set=steps=x", "int")):
+    r = subprocess.run([*cmd, flag], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+  assert not (tmp_path / "runs").exists()
