@@ -312,6 +312,10 @@ def with_sets(s: Settings, lsdm: Sequence[str] = (), diffusion: Sequence[str] = 
     for k, v in fields.items()
   }
   lsdm_sets = _parse_sets(lsdm, lsdm_defaults, "--set", "a field of lsdm_jax/config.py")
+  # The grid's own fields (and the estimator, a grid axis too) would collapse the grid.
+  grid = {*job_fields(Job("lsdm", 0, 0, 0, "critic")), "stage2.estimator"} & set(lsdm_sets)
+  if grid:
+    raise ValueError(f"--set cannot change {sorted(grid)}: the sweep sets them per job")
   diffusion_defaults = dataclasses.asdict(DiffusionConfig(**s.diffusion))
   diffusion_sets = _parse_sets(
     diffusion, diffusion_defaults, "--diffusion_set", f"one of {sorted(diffusion_defaults)}"
@@ -322,7 +326,7 @@ def with_sets(s: Settings, lsdm: Sequence[str] = (), diffusion: Sequence[str] = 
     config_lib.validate(config)
     DiffusionConfig(**{**s.diffusion, **diffusion_sets})
   except ConfigError as e:
-    raise ValueError(f"{[*lsdm, *diffusion]}: {e}") from None
+    raise ValueError(f"{', '.join([*lsdm, *diffusion])}: {e}") from None
   label = ", ".join([*lsdm, *(f"diffusion.{d}" for d in diffusion)])
   return dataclasses.replace(
     s,
@@ -337,16 +341,23 @@ def with_sets(s: Settings, lsdm: Sequence[str] = (), diffusion: Sequence[str] = 
   )
 
 
-def lsdm_config(job: Job, s: Settings):
-  """The run's config: `mnist5k_classcond.get_config(estimator)` with the job's fields."""
-  config = mnist5k_classcond.get_config(job.estimator)
-  config.lock()  # A misspelt override is an error, as on the command line.
-  fields = {
+def job_fields(job: Job) -> dict:
+  """The config fields each LSDM job sets from its place in the grid."""
+  return {
     "seed": job.seed,
     "data.split_seed": job.seed,
     "data.n_paired": job.n_paired,
     "data.n_unpaired": job.n_unpaired,
     "stage2.unpaired_weight": float(job.unpaired_weight),
+  }
+
+
+def lsdm_config(job: Job, s: Settings):
+  """The run's config: `mnist5k_classcond.get_config(estimator)` with the job's fields."""
+  config = mnist5k_classcond.get_config(job.estimator)
+  config.lock()  # A misspelt override is an error, as on the command line.
+  fields = {
+    **job_fields(job),
     **s.overrides,
     **s.estimator_overrides.get(job.estimator, {}),
   }

@@ -73,6 +73,8 @@ def test_sets_reach_every_lsdm_config_and_the_diffusion_config_and_the_name():
     (["stage2.steps=-3"], [], "stage2.steps=-3 must be a positive number"),
     ([], ["steps=many"], "steps takes int values like 1000"),
     ([], ["prediction=x"], "prediction='x'; use one of"),
+    (["data.n_paired=100"], [], "--set cannot change ['data.n_paired']: the sweep sets them"),
+    (["stage2.estimator=sinkhorn"], [], "--set cannot change ['stage2.estimator']"),
   ],
 )
 def test_a_bad_set_is_a_value_error_naming_it(lsdm, diffusion, message):
