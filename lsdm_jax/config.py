@@ -87,6 +87,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.steps_per_call = 20  # Generator updates fused in one jitted call (lax.scan).
   c.stage2.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
 
+  c.semi = ml_collections.ConfigDict()  # Semi-supervised stage 2 (`lsdm_jax.semi`; not the paper).
+  c.semi.enabled = False  # Give unpaired latents conditions and train G on them too.
+  c.semi.labeller = "label_spreading"  # classcond: 'label_spreading' or 'knn' (paired only).
+  c.semi.neighbours = 5  # classcond: neighbours per latent in the labeller's graph / vote.
+  c.semi.alpha = 0.9  # classcond: label spreading's weight of neighbours against own label.
+  c.semi.iterations = 100  # classcond: label spreading iterations.
+  c.semi.threshold = 0.5  # classcond: least top probability of a pseudo pair.
+  c.semi.weighting = "hard"  # classcond: 'hard' (weight 1) or 'soft' (weight = confidence).
+  c.semi.pseudo_weight = 1.0  # Weight of one pseudo pair against one true pair.
+  c.semi.balance = True  # classcond: pseudo pairs per class weigh as the paired shares.
+
   c.eval = ml_collections.ConfigDict()
   c.eval.num_per_class = 100  # classcond: samples per class for metrics.
   c.eval.grid_per_class = 10  # classcond: columns of the sample grid (rows = classes).
@@ -185,6 +196,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"stage2.gp_stride={c.stage2.gp_stride} must divide stage2.batch_size={c.stage2.batch_size}"
     )
+  from lsdm_jax import semi
+
+  semi.check_config(c)
   for field in ("stage2.b1", "stage2.b2"):
     if not 0 <= c.stage2[field.split(".")[1]] < 1:
       raise ConfigError(f"{field}={c.stage2[field.split('.')[1]]!r} must be in [0, 1)")

@@ -13,6 +13,10 @@ With `ema_decay` > 0 the generator's weights are also averaged over its updates
 (`generator_ema`), and samples use the average (`sampling_params`): a GAN's generator
 circles its target, and the average sits nearer the centre of its orbit.
 
+Semi-supervised mode (beyond the paper, `lsdm_jax.semi`): with `semi.enabled` the unpaired
+latents join the pairs with conditions (pseudo-labels, or exact pooled inputs for superres),
+and batches are drawn by the pairs' weights (`data["cdf"]`).
+
 Optional (beyond the paper): with `unpaired_weight > 0` G also matches the latent
 *marginal* of the unpaired images, with conditions drawn from the paired set's prior,
 by a second W1 term (a second critic on z alone, or a Sinkhorn divergence on z).
@@ -32,7 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from lsdm_jax import checkpoints, loop, parallel, wasserstein
+from lsdm_jax import checkpoints, loop, parallel, semi, wasserstein
 from lsdm_jax import config as config_lib
 from lsdm_jax.data.tasks import Task
 from lsdm_jax.models.critic import Critic
@@ -82,7 +86,10 @@ def _sample(key, data: dict, shape: tuple[int, ...], mesh, real_noise: float = 0
   kernel density estimate of the few paired latents rather than their atoms.
   """
   k_idx, k_noise = jax.random.split(key)
-  idx = jax.random.randint(k_idx, shape, 0, data["z"].shape[0])
+  if "cdf" in data:  # Weighted pairs (semi-supervised mode): row i ∝ its weight.
+    idx = semi.draw_rows(k_idx, data["cdf"], shape)
+  else:
+    idx = jax.random.randint(k_idx, shape, 0, data["z"].shape[0])
   z = jnp.take(data["z"], idx, axis=0)
   if real_noise > 0:
     z = z + real_noise * jax.random.normal(k_noise, z.shape, z.dtype)
@@ -278,7 +285,8 @@ def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workd
     config: the full config.
     task: the task (condition kind).
     data: {'x': (N, ...), 'z': (N, d), 'z_unpaired': (M, d)} jax arrays on `mesh`,
-      z standardised.
+      z standardised; optionally 'cdf' (N,), the cumulative sampling distribution of
+      weighted pairs (`semi.sampling_cdf`; default: uniform).
     mesh: device mesh.
     workdir: run directory; checkpoints go to `workdir/stage2`.
 
@@ -299,7 +307,10 @@ def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workd
   manager = checkpoints.make_manager(
     pathlib.Path(workdir) / "stage2", save_every=cfg.save_every, keep=cfg.keep
   )
-  meta = {"config": config_lib.fingerprint(cfg)}
+  fields = cfg.to_dict()
+  if config.semi.enabled:  # Other pairs, another stage 2; the paper's fingerprint is unchanged.
+    fields["semi"] = config.semi.to_dict()
+  meta = {"config": config_lib.fingerprint(fields)}
   state, history = loop.run(loop_cfg, state, step_fn, lambda step: data, manager, meta)
   manager.close()
   return s2, state.params, history

@@ -43,6 +43,13 @@ class Experiment:
     images = to_float(ds.train_images[idx]) if self.task.cond_kind == "image" else None
     return self.task.condition(images, labels)
 
+  def unpaired_conditions(self) -> np.ndarray:
+    """Exact conditions of the unpaired images, where the task defines them (superres)."""
+    if self.task.cond_kind != "image":
+      raise ConfigError(f"task {self.task.name!r} has no exact condition for unpaired images")
+    images = to_float(self.dataset.train_images[self.split.unpaired])
+    return self.task.condition(images, None)
+
 
 def setup(config: ml_collections.ConfigDict) -> Experiment:
   """Loads the data and checks the task and split (fails before touching the workdir)."""
@@ -157,6 +164,10 @@ def train_and_evaluate(
     "z": latents.standardise(arrays["z"], arrays["mean"], arrays["std"]),
     "z_unpaired": latents.standardise(arrays["z_unpaired"], arrays["mean"], arrays["std"]),
   }
+  semi_metrics = {}
+  if config.semi.enabled:
+    stats = (arrays["mean"], arrays["std"])
+    data, semi_metrics = semi_pairs(config, exp, data, stats, ae_model, ae_params, mesh, wd)
   s2, params2, history2 = stage2.train(config, task, data, mesh, wd)
   timings["stage2_seconds"] = time.perf_counter() - t
 
@@ -167,7 +178,7 @@ def train_and_evaluate(
     # process joins in copying the (small) trained parameters to every host.
     ae_params, gen_params, mean, std = parallel.to_host((ae_params, gen_params, mean, std))
     view_mesh = parallel.local_mesh()
-  results = {"timings": timings}
+  results = {"timings": timings, **semi_metrics}
   if parallel.is_main_process():
     lsdm = model_lib.build(
       config, task, ds.image_shape, ae_model, ae_params, s2, gen_params, mean, std, view_mesh
@@ -186,6 +197,74 @@ def train_and_evaluate(
   return results
 
 
+def semi_pairs(config, exp: Experiment, data: dict, stats, ae_model, ae_params, mesh, wd):
+  """Stage 2's data with the unpaired latents as (weighted) pseudo pairs (`lsdm_jax.semi`).
+
+  classcond: labels from the labeller on the standardised latents; its accuracy on the
+  unpaired images and on the test split is measured with their true labels, which
+  nothing else reads. superres: the unpaired images' exact pooled conditions.
+
+  Returns:
+    (data with 'x', 'z' extended and 'cdf', metrics as {'semi_*': value}).
+  """
+  from lsdm_jax import semi
+
+  cfg, task, split, ds = config.semi, exp.task, exp.split, exp.dataset
+  x, z, z_u = parallel.to_host((data["x"], data["z"], data["z_unpaired"]))
+  z_u = z_u[: len(split.unpaired)]
+  n_paired = len(x)
+  if task.cond_kind == "label":
+    t = time.perf_counter()
+    probs = semi.class_probabilities(cfg, z, x, z_u, task.num_classes)
+    pairs = semi.pseudo_pairs(cfg, probs, x, task.num_classes)
+    truth = ds.train_labels[split.unpaired]  # Diagnostics only.
+    kept = pairs.rows
+    # Test split: each test latent takes the vote of its neighbours among the labelled
+    # paired and pseudo-labelled unpaired latents (the labeller's inductive extension).
+    z_test = latents.standardise(
+      parallel.to_host(latents.encode(ae_model, ae_params, ds.test_images, mesh)),
+      *parallel.to_host(stats),
+    )[: len(ds.test_images)]
+    vote = semi.knn_vote(
+      np.concatenate([z, z_u]),
+      np.concatenate([x, pairs.predicted]),
+      z_test,
+      task.num_classes,
+      neighbours=cfg.neighbours,
+    )
+    metrics = {
+      "semi_labeller_accuracy_unpaired": float(np.mean(pairs.predicted == truth)),
+      "semi_labeller_accuracy_kept": float(np.mean(pairs.labels == truth[kept]))
+      if len(kept)
+      else 0.0,
+      "semi_labeller_accuracy_test": float(np.mean(np.argmax(vote, 1) == ds.test_labels)),
+      "semi_coverage": float(len(kept) / len(z_u)),
+      "semi_pseudo_pairs": float(len(kept)),
+      "semi_labeller_seconds": time.perf_counter() - t,
+    }
+    new_x, new_z, weights = pairs.labels, z_u[kept], pairs.weights
+    if parallel.is_main_process():
+      np.savez(
+        wd / "semi_labels.npz",
+        rows=split.unpaired[kept],
+        labels=pairs.labels,
+        weights=pairs.weights,
+        confidence=pairs.confidence,
+        predicted=pairs.predicted,
+      )
+  else:
+    new_x, new_z = exp.unpaired_conditions(), z_u
+    weights = np.full(len(z_u), float(cfg.pseudo_weight), np.float32)
+    metrics = {"semi_pseudo_pairs": float(len(z_u)), "semi_coverage": 1.0}
+  logging.info("semi-supervised stage 2: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+  cdf = semi.sampling_cdf(np.concatenate([np.ones(n_paired, np.float32), weights]))
+  out = dict(data)
+  out["x"] = np.concatenate([x, np.asarray(new_x, x.dtype)])
+  out["z"] = np.concatenate([z, new_z])
+  out["cdf"] = cdf
+  return out, metrics
+
+
 def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, history2):
   """Writes the PNGs of `samples/` and `curves/`; returns the grids by PNG name."""
   config, ds = lsdm.config, exp.dataset
@@ -199,6 +278,9 @@ def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, hi
     grids["grid"] = plots.save_grid(images, exp.task.num_classes, samples / "grid.png")
   else:
     grids["superres"] = _write_superres_grid(lsdm, exp, key, samples / "superres.png")
+    _, inputs, _ = superres_test_inputs(exp, SPREAD_INPUTS)
+    spread_key = jax.random.fold_in(jax.random.key(config.eval.seed + 1), 1)
+    superres_spread(lsdm, exp, inputs, spread_key, samples / "superres_too_sure.png")
   # Stage-1 reconstructions of held-out images: top row real, bottom row E→D.
   real = to_float(ds.test_images[np.linspace(0, len(ds.test_images) - 1, 16).astype(int)])
   recon = np.asarray(lsdm.decode(lsdm.encode(real)))
@@ -288,7 +370,36 @@ def evaluate(lsdm, exp: Experiment, config, reference: str = "test") -> dict[str
   out = evaluate_lib.evaluate_superres(outputs, inputs, targets, exp.task.factor, net)
   out["num_samples"] = float(len(rows))
   out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(rows)
+  spread = superres_spread(lsdm, exp, inputs[:SPREAD_INPUTS], jax.random.fold_in(key, 1))
+  out.update({k: v for k, v in spread.items() if isinstance(v, float)})
   return {k: float(v) for k, v in out.items()}
+
+
+SPREAD_INPUTS = 200  # Test inputs the per-input spread is measured on.
+SPREAD_SAMPLES = 8  # Samples per input (and nearest real train images) for the spread.
+
+
+def superres_spread(lsdm, exp: Experiment, inputs: np.ndarray, key, path=None) -> dict:
+  """`metrics.diversity.superres_spread` of the model's samples for `inputs`, against the
+  train images (paired and unpaired) with the nearest pooled versions; with `path`, a
+  picture of the 8 inputs where the model is most too sure (per column: the input, its
+  samples, then the real neighbours)."""
+  from lsdm_jax.metrics.diversity import superres_spread as spread_of
+
+  ds, n = exp.dataset, SPREAD_SAMPLES
+  rows = np.concatenate([exp.split.paired, exp.split.unpaired])
+  train_images = to_float(ds.train_images[rows])
+  samples = np.asarray(lsdm.generate(inputs, key, n=n)).reshape(len(inputs), n, *ds.image_shape)
+  out = spread_of(samples, inputs, train_images, exp.task.condition(train_images, None))
+  if path is not None:
+    worst = np.argsort(out["per_input"] / np.maximum(out["per_input_real"], 1e-12))[:8]
+    f = exp.task.factor
+    up = inputs[worst].repeat(f, axis=1).repeat(f, axis=2)
+    columns = [up[None], samples[worst].transpose(1, 0, 2, 3, 4)]
+    columns.append(train_images[out["neighbours"][worst]].transpose(1, 0, 2, 3, 4))
+    grid = np.concatenate(columns).reshape(-1, *ds.image_shape)
+    plots.save_grid(grid, 1 + 2 * n, path)
+  return out
 
 
 # Test images the bound's W1 terms use: Sinkhorn time grows as its square, and the estimates

@@ -6,25 +6,34 @@
         --workdir=runs/mnist5k_sinkhorn
 
 The optional argument after ':' picks the W1 estimator with the stage-2 settings tuned
-for it on this data (README, "Results"): `critic` (the default) or `sinkhorn`.
+for it on this data: `critic` (the default, the paper's method) or `sinkhorn`. `semi` and
+`semi_sinkhorn` add the semi-supervised stage 2 (`lsdm_jax.semi`, not in the paper): the
+3,500 unpaired latents get labels from label spreading over the paired labels and join
+the 500 true pairs (docs/semi_supervised.md):
+
+    python -m experiments.main --config=experiments/configs/mnist5k_classcond.py:semi \
+        --workdir=runs/mnist5k_semi
 """
 
 from lsdm_jax.config import base_config
 from lsdm_jax.errors import ConfigError
 
+VARIANTS = ("critic", "sinkhorn", "semi", "semi_sinkhorn")
 
-def get_config(estimator: str = "critic"):
+
+def get_config(variant: str = "critic"):
+  if variant not in VARIANTS:
+    raise ConfigError(f"unknown variant {variant!r} after ':' in --config; use one of {VARIANTS}")
+  semi = variant.startswith("semi")
+  estimator = "sinkhorn" if variant.endswith("sinkhorn") else "critic"
   config = base_config()
   config.data.source = "mnist5k"
   config.data.n_paired = 500
   config.data.n_unpaired = 3500
   config.task.name = "classcond"
+  config.semi.enabled = semi
   if estimator == "critic":
     return config  # base_config's stage-2 defaults are the critic's tuned ones.
-  if estimator != "sinkhorn":
-    raise ConfigError(
-      f"unknown estimator {estimator!r} after ':' in --config; use critic or sinkhorn"
-    )
   s = config.stage2
   s.estimator = "sinkhorn"
   s.learning_rate = 3e-4  # The divergence's gradients are smaller than a critic's.

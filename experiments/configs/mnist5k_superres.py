@@ -9,12 +9,22 @@ x is y average-pooled 4x4 (7x7 inputs for 28x28 digits). Stage 1 learns E, D on 
 The same with no unpaired images (stage 1 on the 500 paired ones alone):
 
     ... --config.data.n_unpaired=0
+
+`:semi` gives the 3,500 unpaired images their exact conditions (x = pooled y, known
+degradation) and trains stage 2 on all 4,000 pairs: a fully paired task, not the paper's
+setting (docs/semi_supervised.md):
+
+    python -m experiments.main --config=experiments/configs/mnist5k_superres.py:semi \
+        --workdir=runs/mnist5k_superres_semi
 """
 
 from lsdm_jax.config import base_config
+from lsdm_jax.errors import ConfigError
 
 
-def get_config():
+def get_config(variant: str = "paper"):
+  if variant not in ("paper", "semi"):
+    raise ConfigError(f"unknown variant {variant!r} after ':' in --config; use paper or semi")
   config = base_config()
   config.data.source = "mnist5k"
   config.data.n_paired = 500
@@ -31,6 +41,7 @@ def get_config():
   config.stage2.steps = 6000
   config.stage2.learning_rate = 5e-5
   config.stage2.critic_learning_rate = 2e-4
+  config.semi.enabled = variant == "semi"
   return config
 
 

@@ -105,3 +105,63 @@ def diversity_ratio(
       "generate more samples per class"
     )
   return float(np.mean([gen[c] for c in shared]) / np.mean([real[c] for c in shared]))
+
+
+def _pairwise_rms(a: np.ndarray) -> np.ndarray:
+  """(N, n) images of n per input → (N,) mean RMS pixel distance over pairs within each row."""
+  flat = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
+  n, dim = flat.shape[1], flat.shape[2]
+  sq = (flat * flat).sum(-1)
+  d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.einsum("bid,bjd->bij", flat, flat)
+  d = np.sqrt(np.maximum(d2, 0.0) / dim)
+  return d.sum((1, 2)) / (n * (n - 1))
+
+
+def superres_spread(
+  samples: np.ndarray,
+  inputs: np.ndarray,
+  train_images: np.ndarray,
+  train_inputs: np.ndarray,
+  *,
+  too_sure: float = 0.5,
+) -> dict[str, np.ndarray | float]:
+  """How varied the samples for one low-resolution input are, against real variety.
+
+  Model spread of input i: the mean RMS pixel distance between its n samples. Real
+  spread: the same over the n train images whose low-resolution versions are nearest to
+  input i (squared error), the closest thing to draws of y given that x the data hold.
+
+  Args:
+    samples: (N, n, H, W, C) n >= 2 samples per input, in [0, 1].
+    inputs: (N, h, w, C) the inputs.
+    train_images: (M, H, W, C) high-resolution train images, M >= n.
+    train_inputs: (M, h, w, C) their low-resolution versions.
+    too_sure: an input counts as too sure when its model spread is below this share of
+      its real spread.
+
+  Returns:
+    {'spread', 'spread_real', 'spread_ratio' (means over inputs, and mean spread over
+    mean real spread), 'spread_too_sure' (share of inputs), 'per_input', 'per_input_real'
+    (N,), 'neighbours' (N, n) rows of train_images}.
+  """
+  samples = np.asarray(samples, np.float32)
+  if samples.ndim != 5 or samples.shape[1] < 2:
+    raise DataError(f"need (N, n >= 2, H, W, C) samples, got {samples.shape}")
+  n = samples.shape[1]
+  if len(train_images) < n:
+    raise DataError(f"need at least {n} train images for the real spread")
+  q = np.asarray(inputs, np.float32).reshape(len(inputs), -1)
+  t = np.asarray(train_inputs, np.float32).reshape(len(train_inputs), -1)
+  d2 = (q * q).sum(1)[:, None] + (t * t).sum(1)[None] - 2.0 * q @ t.T
+  neighbours = np.argsort(d2, axis=1)[:, :n]
+  model = _pairwise_rms(samples)
+  real = _pairwise_rms(np.asarray(train_images, np.float32)[neighbours])
+  return {
+    "spread": float(model.mean()),
+    "spread_real": float(real.mean()),
+    "spread_ratio": float(model.mean() / max(real.mean(), 1e-12)),
+    "spread_too_sure": float(np.mean(model < too_sure * real)),
+    "per_input": model,
+    "per_input_real": real,
+    "neighbours": neighbours,
+  }

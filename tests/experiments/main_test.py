@@ -262,6 +262,10 @@ CONFIG_CASES = {
   "paired_plus_unpaired": ["--config.data.n_paired=2000", "--config.data.n_unpaired=3000"],
   "a_class_without_pairs": ["--config.data.n_paired=5"],
   "no_paired": ["--config.data.n_paired=0"],
+  "semi_without_unpaired": ["--config.semi.enabled=True", "--config.data.n_unpaired=0"],
+  "semi_class_without_pairs": ["--config.semi.enabled=True", "--config.data.n_paired=5"],
+  "semi_unknown_labeller": ["--config.semi.enabled=True", "--config.semi.labeller=svm"],
+  "semi_threshold_above_one": ["--config.semi.threshold=1.5"],
   "unexpected_argument": ["extra"],
   "unknown_flag": ["--epochs=3"],
 }
@@ -343,6 +347,9 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
     in messages["workdir_of_another_config"]
   )
   assert "No such file or directory" in messages["missing_config_file"]
+  assert "semi.enabled needs unpaired images" in messages["semi_without_unpaired"]
+  assert "have no paired example" in messages["semi_class_without_pairs"]
+  assert "semi.labeller='svm' is not one of" in messages["semi_unknown_labeller"]
   assert "stage1.decoder='deconv' is not one of" in messages["unknown_decoder"]
   assert "stage2.critic_activation='tanh' is not one of" in messages["unknown_critic_activation"]
   assert "'celeb_a' (train) is not prepared" in messages["celeba_not_prepared"]
