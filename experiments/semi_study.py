@@ -68,10 +68,8 @@ ABLATIONS = {
   "semi_threshold0": {"semi.threshold": 0.0},
   "semi_threshold0.7": {"semi.threshold": 0.7},
   "semi_soft": {"semi.weighting": "soft"},
-  "semi_pseudo_weight0.5": {"semi.pseudo_weight": 0.5},
-  "semi_no_balance": {"semi.balance": False},
   "semi_knn": {"semi.labeller": "knn"},
-  "semi_6000_steps": {"stage2.steps": 6000},
+  "semi_real_noise0.2": {"stage2.real_noise": 0.2},
 }
 
 

@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict()
   c.task.name = "classcond"  # 'classcond' (x = label) or 'superres' (x = pooled image).
   c.task.factor = 4  # superres: downsampling factor, 2 or 4.
+  c.task.projection = 0.0  # superres: move output blocks this share towards pooling to x.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # Data-parallel axis size (-1 = all devices / mesh.model).
@@ -81,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.ema_decay = 0.999  # EMA of the generator's weights to sample with (0 = off).
   c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
+  c.stage2.consistency_weight = (
+    0.0  # superres: weight of ‖pool(D(G)) − x‖² in G's loss (0 = paper).
+  )
   c.stage2.log_every = 200  # Generator updates between progress lines.
   c.stage2.save_every = 1000  # Generator updates between checkpoints.
   c.stage2.keep = 2  # Checkpoints kept.
@@ -147,6 +151,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
   _choice(c.stage1.decoder, DECODERS, "stage1.decoder")
   _choice(c.task.name, ("classcond", "superres"), "task.name")
+  if c.stage2.consistency_weight > 0 and c.task.name != "superres":
+    raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
+  if not 0.0 <= c.task.projection <= 1.0:
+    raise ConfigError(f"task.projection={c.task.projection!r} must be in [0, 1]")
+  if c.task.projection > 0 and c.task.name != "superres":
+    raise ConfigError("task.projection > 0 needs task.name='superres' (x is a pooled image)")
   positive = {
     "stage1.latent_dim": c.stage1.latent_dim,
     "stage1.steps": c.stage1.steps,
@@ -175,6 +185,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage1.reg_weight",
     "stage2.gp_weight",
     "stage2.unpaired_weight",
+    "stage2.consistency_weight",
     "stage2.real_noise",
   )
   if c.stage2.seed < -1:

@@ -41,7 +41,12 @@ class LSDM:
     """The raw jitted `generate(params, x, key)` (see `sampling.make_generate_fn`)."""
     decoder = self.autoencoder.make_decoder()
     return sampling.make_generate_fn(
-      self.generator_module, decoder, self.config.stage2.noise_dim, self.mesh
+      self.generator_module,
+      decoder,
+      self.config.stage2.noise_dim,
+      self.mesh,
+      self.task.factor,
+      self.config.task.projection,
     )
 
   def generate(

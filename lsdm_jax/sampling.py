@@ -33,18 +33,40 @@ def noise_per_row(key: jax.Array, rows: int, dim: int) -> jax.Array:
   return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(jnp.arange(rows))
 
 
-def make_generate_fn(generator: Generator, decoder: nn.Module, noise_dim: int, mesh=None):
+def project_to_input(images: jax.Array, x: jax.Array, factor: int, amount: float = 1.0):
+  """Moves each factor×factor block of `images` by `amount` of the way towards mean x's
+  pixel there (amount 1: the orthogonal projection onto images that average-pool to x),
+  then clips to [0, 1]."""
+  n, h, w, c = images.shape
+  pooled = images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+  shift = jnp.repeat(jnp.repeat(x - pooled, factor, axis=1), factor, axis=2)
+  return jnp.clip(images + amount * shift, 0.0, 1.0)
+
+
+def make_generate_fn(
+  generator: Generator,
+  decoder: nn.Module,
+  noise_dim: int,
+  mesh=None,
+  project_factor: int = 0,
+  projection: float = 0.0,
+):
   """Returns the jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`.
 
   With a mesh, x and the output are sharded over `data` (B must divide by its size;
-  `generate_batched` pads for you) and params are replicated.
+  `generate_batched` pads for you) and params are replicated. With `projection` γ > 0
+  (superres, `task.projection`), decoded images move γ of the way to those whose
+  `project_factor`×`project_factor` average pooling is x (`project_to_input`).
   """
 
   def generate(params, x, key):
     eta = noise_per_row(key, x.shape[0], noise_dim)
     z = generator.apply({"params": params["generator"]}, eta, x)
     z = z * params["std"][None] + params["mean"][None]
-    return jax.nn.sigmoid(decoder.apply({"params": params["decoder"]}, z))
+    images = jax.nn.sigmoid(decoder.apply({"params": params["decoder"]}, z))
+    if projection > 0:
+      return project_to_input(images, x, project_factor, projection)
+    return images
 
   if mesh is None:
     return jax.jit(generate)

@@ -21,6 +21,10 @@ Optional (beyond the paper): with `unpaired_weight > 0` G also matches the laten
 *marginal* of the unpaired images, with conditions drawn from the paired set's prior,
 by a second W1 term (a second critic on z alone, or a Sinkhorn divergence on z).
 
+Optional (beyond the paper, superres): with `consistency_weight > 0` G's loss adds
+consistency_weight · mean ‖pool(D(G(η, x))) − x‖², the known degradation applied to the
+decoded sample, through the frozen stage-1 decoder.
+
 `steps_per_call` generator updates are fused in one jitted call by a `lax.scan`;
 all latents live on the device and batches are drawn there, so the host only
 dispatches and logs.
@@ -39,6 +43,7 @@ import optax
 from lsdm_jax import checkpoints, loop, parallel, semi, wasserstein
 from lsdm_jax import config as config_lib
 from lsdm_jax.data.tasks import Task
+from lsdm_jax.errors import ConfigError
 from lsdm_jax.models.critic import Critic
 from lsdm_jax.models.generator import Generator
 
@@ -103,11 +108,19 @@ def _sample_rows(key, array: jax.Array, shape: tuple[int, ...], mesh) -> jax.Arr
 
 
 class Stage2:
-  """The stage-2 models, optimisers and the fused, jitted training step."""
+  """The stage-2 models, optimisers and the fused, jitted training step.
 
-  def __init__(self, config: ml_collections.ConfigDict, task: Task, latent_dim: int, mesh):
+  `decoder` (the stage-1 decoder module) is needed with `consistency_weight > 0` only.
+  """
+
+  def __init__(
+    self, config: ml_collections.ConfigDict, task: Task, latent_dim: int, mesh, decoder=None
+  ):
     self.cfg = cfg = config.stage2
     self.task, self.latent_dim, self.mesh = task, latent_dim, mesh
+    self.decoder = decoder
+    if cfg.consistency_weight > 0 and task.cond_kind != "image":
+      raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
     self.generator = make_generator(cfg, task, latent_dim)
     self.critics = make_critics(cfg, task, latent_dim) if cfg.estimator == "critic" else {}
     self.gen_tx = _adam(cfg.learning_rate, cfg)
@@ -229,6 +242,15 @@ class Stage2:
         )
         metrics["sinkhorn_marginal"] = marginal
       loss = loss + cfg.unpaired_weight * marginal
+    if cfg.consistency_weight > 0:  # The known degradation: pool(D(G(η, x))) should be x.
+      z_raw = fake * data["std"][None] + data["mean"][None]
+      images = jax.nn.sigmoid(self.decoder.apply({"params": data["decoder"]}, z_raw))
+      f = self.task.factor
+      n, h, w, c = images.shape
+      pooled = images.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+      mse = jnp.mean(jnp.square(pooled - x))
+      metrics["consistency_mse"] = mse
+      loss = loss + cfg.consistency_weight * mse
     metrics["gen_loss"] = loss
     return loss, metrics
 
@@ -278,7 +300,7 @@ def sampling_params(params: dict):
   return params.get("generator_ema", params["generator"])
 
 
-def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workdir):
+def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workdir, decoder=None):
   """Trains (or resumes, or skips) stage 2 on standardised paired latents.
 
   Args:
@@ -287,15 +309,20 @@ def train(config: ml_collections.ConfigDict, task: Task, data: dict, mesh, workd
     data: {'x': (N, ...), 'z': (N, d), 'z_unpaired': (M, d)} jax arrays on `mesh`,
       z standardised; optionally 'cdf' (N,), the cumulative sampling distribution of
       weighted pairs (`semi.sampling_cdf`; default: uniform).
+      With `consistency_weight > 0` also 'decoder' (the decoder's parameters) and the
+      latent 'mean', 'std'.
     mesh: device mesh.
     workdir: run directory; checkpoints go to `workdir/stage2`.
+    decoder: the stage-1 decoder module (for `consistency_weight > 0`).
 
   Returns:
     (Stage2, params, history).
   """
   cfg = config.stage2
   parallel.check_batch_size(cfg.batch_size, mesh, "stage2.batch_size")
-  s2 = Stage2(config, task, int(data["z"].shape[1]), mesh)
+  if cfg.consistency_weight > 0 and (decoder is None or "decoder" not in data):
+    raise ConfigError("stage2.consistency_weight > 0: pass the decoder and data['decoder']")
+  s2 = Stage2(config, task, int(data["z"].shape[1]), mesh, decoder)
   # A host array: jit may not close over a global array that spans other processes.
   x_example = np.zeros((1, *data["x"].shape[1:]), data["x"].dtype)
   state, shardings = parallel.create_sharded(lambda: s2.init_state(x_example), mesh)

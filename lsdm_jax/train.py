@@ -168,7 +168,11 @@ def train_and_evaluate(
   if config.semi.enabled:
     stats = (arrays["mean"], arrays["std"])
     data, semi_metrics = semi_pairs(config, exp, data, stats, ae_model, ae_params, mesh, wd)
-  s2, params2, history2 = stage2.train(config, task, data, mesh, wd)
+  decoder = None
+  if config.stage2.consistency_weight > 0:
+    decoder = ae_model.make_decoder()
+    data = {**data, "decoder": ae_params["decoder"], "mean": arrays["mean"], "std": arrays["std"]}
+  s2, params2, history2 = stage2.train(config, task, data, mesh, wd, decoder)
   timings["stage2_seconds"] = time.perf_counter() - t
 
   gen_params, mean, std = stage2.sampling_params(params2), arrays["mean"], arrays["std"]

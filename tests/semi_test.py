@@ -123,6 +123,33 @@ def test_bad_semi_fields_are_config_errors(field, value):
     config_lib.validate(c)
 
 
+def test_projection_makes_outputs_pool_to_the_input():
+  from lsdm_jax.data.tasks import avg_pool
+  from lsdm_jax.sampling import project_to_input
+
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0.2, 0.8, size=(3, 8, 8, 1)).astype(np.float32)
+  x = avg_pool(rng.uniform(0.3, 0.7, size=(3, 8, 8, 1)).astype(np.float32), 4)
+  out = np.asarray(project_to_input(images, x, 4))
+  np.testing.assert_allclose(avg_pool(out, 4), x, atol=1e-6)
+  half = np.asarray(project_to_input(images, x, 4, 0.5))  # Half way: half the residual.
+  np.testing.assert_allclose(avg_pool(half, 4) - x, 0.5 * (avg_pool(images, 4) - x), atol=1e-6)
+  # Within each block the image keeps its own detail: only the block mean moves.
+  d = out - images
+  np.testing.assert_allclose(
+    d[:, :4, :4], np.broadcast_to(d[:, :1, :1], d[:, :4, :4].shape), atol=1e-6
+  )
+
+
+@pytest.mark.parametrize("field", ["stage2.consistency_weight", "task.projection"])
+def test_degradation_options_need_superres(field):
+  c = config_lib.base_config()
+  section, name = field.split(".")
+  c[section][name] = 10.0 if name == "consistency_weight" else 0.5
+  with pytest.raises(ConfigError, match="superres"):
+    config_lib.validate(c)
+
+
 def test_semi_without_unpaired_is_a_config_error():
   c = config_lib.base_config()
   c.semi.enabled, c.data.n_unpaired = True, 0
@@ -143,6 +170,22 @@ def test_named_variants():
 
 def _tiny(task: str) -> ml_collections.ConfigDict:
   c = test_config.get_config()
+  c.update_from_flattened_dict(
+    {
+      "data.n_paired": 40,
+      "data.n_unpaired": 80,
+      "stage1.features": (4, 8),
+      "stage1.hidden": 16,
+      "stage1.latent_dim": 4,
+      "stage1.batch_size": 16,
+      "stage2.hidden": (16, 16),
+      "stage2.critic_hidden": (16, 16),
+      "stage2.cond_features": 8,
+      "stage2.noise_dim": 4,
+      "stage2.batch_size": 16,
+      "stage2.n_critic": 1,
+    }
+  )
   c.semi.enabled = True
   c.task.name = task
   c.eval.num_inputs = 40
@@ -170,8 +213,13 @@ def test_semi_superres_uses_exact_conditions(tmp_path):
   from lsdm_jax import train
 
   c = _tiny("superres")
+  c.stage2.consistency_weight = 100.0
+  c.task.projection = 1.0
   results = train.train_and_evaluate(c, tmp_path)
   assert results["semi_pseudo_pairs"] == c.data.n_unpaired
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert any(np.isfinite(r.get("consistency_mse", np.nan)) for r in lines)
+  assert results["consistency"] > 30.0  # Projected onto the inputs (up to clipping).
   for k in ("spread", "spread_real", "spread_ratio", "spread_too_sure"):
     assert np.isfinite(results[k])
   assert (tmp_path / "samples" / "superres_too_sure.png").exists()

@@ -90,3 +90,15 @@ def test_superres_table_has_baselines_and_lsdm_rows(run, capsys):
     "LSDM",
   ]
   assert f"{metrics['psnr']:.2f}" in lines[-1] and "–" not in table
+
+
+def test_projection_rescoring_trades_consistency_and_keeps_the_unprojected_metrics(run):
+  from experiments import superres_table
+
+  _, workdir, metrics = run
+  same = superres_table.rescore_projected(workdir, 0.0)
+  for k in ("psnr", "consistency", "fd", "spread"):
+    assert same[k] == pytest.approx(metrics[k], rel=1e-5), k
+  full = superres_table.rescore_projected(workdir, 1.0)
+  assert full["consistency"] > same["consistency"] + 3.0
+  assert json.loads((workdir / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
