@@ -374,6 +374,11 @@ def evaluate(lsdm, exp: Experiment, config, reference: str = "test") -> dict[str
   out = evaluate_lib.evaluate_superres(outputs, inputs, targets, exp.task.factor, net)
   out["num_samples"] = float(len(rows))
   out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(rows)
+  # The decoder's ceiling: how consistent stage 1's own reconstructions of the targets are.
+  from lsdm_jax.metrics.image import consistency
+
+  recon = np.asarray(lsdm.decode(lsdm.encode(targets)))
+  out["recon_consistency"] = float(np.mean(consistency(recon, inputs, exp.task.factor)))
   spread = superres_spread(lsdm, exp, inputs[:SPREAD_INPUTS], jax.random.fold_in(key, 1))
   out.update({k: v for k, v in spread.items() if isinstance(v, float)})
   return {k: float(v) for k, v in out.items()}

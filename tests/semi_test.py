@@ -220,6 +220,6 @@ def test_semi_superres_uses_exact_conditions(tmp_path):
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any(np.isfinite(r.get("consistency_mse", np.nan)) for r in lines)
   assert results["consistency"] > 30.0  # Projected onto the inputs (up to clipping).
-  for k in ("spread", "spread_real", "spread_ratio", "spread_too_sure"):
+  for k in ("spread", "spread_real", "spread_ratio", "spread_too_sure", "recon_consistency"):
     assert np.isfinite(results[k])
   assert (tmp_path / "samples" / "superres_too_sure.png").exists()
