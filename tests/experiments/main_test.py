@@ -348,7 +348,7 @@ def test_bad_input_fails_in_one_line_with_exit_2_and_leaves_the_workdir_alone(tm
   )
   assert "No such file or directory" in messages["missing_config_file"]
   assert "semi.enabled needs unpaired images" in messages["semi_without_unpaired"]
-  assert "have no paired example" in messages["semi_class_without_pairs"]
+  assert "with no paired example" in messages["semi_class_without_pairs"]
   assert "semi.labeller='svm' is not one of" in messages["semi_unknown_labeller"]
   assert "stage1.decoder='deconv' is not one of" in messages["unknown_decoder"]
   assert "stage2.critic_activation='tanh' is not one of" in messages["unknown_critic_activation"]
