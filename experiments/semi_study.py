@@ -39,6 +39,7 @@ from absl import app, flags, logging
 from experiments import independent_classcond_eval as independent
 from experiments.configs import mnist5k_classcond
 from experiments.sweep_jobs import closest_step_count, read_json, seconds_per_1000, write_json
+from experiments.sweep_report import mean_std
 from lsdm_jax import cli
 
 FLAGS = flags.FLAGS
@@ -321,12 +322,6 @@ SPEED_REFERENCE = {
 }
 
 
-def _cell(values: list[float], fmt: str) -> str:
-  if len(values) == 1:
-    return fmt.format(values[0])
-  return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
-
-
 def _label(name: str) -> str:
   if name.startswith("ld_"):
     kind, steps = name.rsplit("_ddim", 1)
@@ -345,7 +340,7 @@ def report(rows_by_seed: dict[int, dict]) -> str:
   head = "| method | " + " | ".join(c[1] for c in COLUMNS) + " | speed vs LD at matched FD |"
   lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
   for n in names:
-    cells = [_cell([rows_by_seed[s][n][k] for s in seeds], fmt) for k, _, fmt in COLUMNS]
+    cells = [mean_std([rows_by_seed[s][n][k] for s in seeds], fmt) for k, _, fmt in COLUMNS]
     speed = ""
     if n in SPEED_REFERENCE:
       ref = SPEED_REFERENCE[n]
@@ -357,10 +352,10 @@ def report(rows_by_seed: dict[int, dict]) -> str:
   semi = [rows_by_seed[s]["semi"] for s in seeds]
   labeller = (
     "Labeller (label spreading on the semi runs' latents): accuracy on the 3,500 unpaired "
-    f"images {_cell([r['semi_labeller_accuracy_unpaired'] for r in semi], '{:.3f}')}, on the "
-    f"pseudo pairs kept {_cell([r['semi_labeller_accuracy_kept'] for r in semi], '{:.3f}')} "
-    f"(coverage {_cell([r['semi_coverage'] for r in semi], '{:.2f}')}), on the test split "
-    f"{_cell([r['semi_labeller_accuracy_test'] for r in semi], '{:.3f}')}."
+    f"images {mean_std([r['semi_labeller_accuracy_unpaired'] for r in semi], '{:.3f}')}, on the "
+    f"pseudo pairs kept {mean_std([r['semi_labeller_accuracy_kept'] for r in semi], '{:.3f}')} "
+    f"(coverage {mean_std([r['semi_coverage'] for r in semi], '{:.2f}')}), on the test split "
+    f"{mean_std([r['semi_labeller_accuracy_test'] for r in semi], '{:.3f}')}."
   )
   title = f"Seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds."
   return "\n".join([title, "", *lines, "", labeller, ""])
