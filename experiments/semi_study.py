@@ -180,7 +180,7 @@ def _pairs(out: pathlib.Path, seed: int, pseudo: bool):
   x = np.asarray(arrays["x"])
   z = np.asarray(latents.standardise(arrays["z"], mean, std))
   if pseudo:
-    labels = np.load(out / f"semi_s{seed}" / "semi_labels.npz")
+    labels = np.load(out / f"semi_s{seed}" / "semi_labels.npz", allow_pickle=False)
     z_u = np.asarray(latents.standardise(arrays["z_unpaired"], mean, std))
     kept = np.flatnonzero(labels["confidence"] >= _threshold(out, seed))
     x = np.concatenate([x, labels["predicted"][kept]])

@@ -202,7 +202,7 @@ def test_semi_classcond_run_trains_on_pseudo_pairs_and_logs_the_labeller(tmp_pat
   for k in ("semi_labeller_accuracy_unpaired", "semi_labeller_accuracy_test", "semi_coverage"):
     assert 0.0 <= saved[k] <= 1.0
   assert 0.1 < results["semi_labeller_accuracy_unpaired"]  # Better than nothing.
-  labels = np.load(tmp_path / "semi_labels.npz")
+  labels = np.load(tmp_path / "semi_labels.npz", allow_pickle=False)
   exp = train.setup(c)
   assert set(labels["rows"]) <= set(exp.split.unpaired)
   assert len(labels["rows"]) == saved["semi_pseudo_pairs"]
