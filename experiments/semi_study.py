@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 import statistics
 import time
 
@@ -38,7 +37,16 @@ from absl import app, flags, logging
 
 from experiments import independent_classcond_eval as independent
 from experiments.configs import mnist5k_classcond
-from experiments.sweep_jobs import closest_step_count, read_json, seconds_per_1000, write_json
+from experiments.sweep_jobs import (
+  _evaluation_inputs,
+  _save_samples,
+  _score,
+  closest_step_count,
+  copy_stage1,
+  read_json,
+  seconds_per_1000,
+  write_json,
+)
 from experiments.sweep_report import mean_std
 from lsdm_jax import cli
 
@@ -100,34 +108,23 @@ class Scorer:
   """Scores and times images of the requested labels in both feature spaces."""
 
   def __init__(self, config):
-    import jax
-
     from lsdm_jax import train
-    from lsdm_jax.metrics.classifier import load_or_train_classifier
 
     self.config = config
     self.exp = train.setup(config)
-    self.net = load_or_train_classifier(self.exp.dataset)
-    k = self.exp.task.num_classes
-    self.labels = np.repeat(np.arange(k), config.eval.num_per_class).astype(np.int32)
-    self.key = jax.random.key(config.eval.seed + 1)
+    # The requested labels, key and feature net of `train.evaluate`, as the sweep uses them.
+    self.labels, self.key, self.net = _evaluation_inputs(config, self.exp)
     self.digits = independent.load_digits(independent.default_csv())
 
   def __call__(self, generate, grid: pathlib.Path | None) -> dict:
-    from lsdm_jax import plots
-    from lsdm_jax.metrics.evaluate import evaluate_classcond
-
     seconds, images = seconds_per_1000(generate, len(self.labels), TIMING_REPEATS)
     images = np.asarray(images)
-    ours = evaluate_classcond(images, self.labels, self.exp.dataset, self.net, seed=1)
+    ours = _score(images, self.labels, self.config, self.exp, self.net)
     theirs = independent.score(images, self.labels, self.digits)
     if grid is not None:
-      k, n = self.exp.task.num_classes, self.config.eval.num_per_class
-      shape = self.exp.dataset.image_shape
-      cols = images.reshape(k, n, *shape)[:, : min(10, n)].reshape(-1, *shape)
-      plots.save_grid(cols, k, grid)
+      _save_samples(images, self.config, self.exp, grid)
     return {
-      **{k: float(v) for k, v in ours.items()},
+      **ours,
       **{f"pca_{k}": v for k, v in theirs.items()},
       "seconds_per_1000": seconds,
     }
@@ -143,11 +140,7 @@ def run_lsdm(out: pathlib.Path, name: str, seed: int, tiny: bool) -> pathlib.Pat
   if name.startswith("semi") and not (wd / "stage1").exists():  # Also the ablations.
     train.setup(config)
     workdir_lib.prepare(wd, config)
-    for part in ("stage1", "latents"):
-      tmp = wd / f".copy-{part}"
-      shutil.rmtree(tmp, ignore_errors=True)
-      shutil.copytree(source / part, tmp)
-      tmp.rename(wd / part)
+    copy_stage1(source, wd)
   if not (wd / "metrics.json").exists():
     train.train_and_evaluate(config, wd)
   return wd
@@ -182,14 +175,9 @@ def _pairs(out: pathlib.Path, seed: int, pseudo: bool):
   if pseudo:
     labels = np.load(out / f"semi_s{seed}" / "semi_labels.npz", allow_pickle=False)
     z_u = np.asarray(latents.standardise(arrays["z_unpaired"], mean, std))
-    kept = np.flatnonzero(labels["confidence"] >= _threshold(out, seed))
-    x = np.concatenate([x, labels["predicted"][kept]])
-    z = np.concatenate([z, z_u[kept]])
+    x = np.concatenate([x, labels["labels"]])
+    z = np.concatenate([z, z_u[labels["unpaired_index"]]])
   return x.astype(np.int32), z, mean, std
-
-
-def _threshold(out, seed) -> float:
-  return read_json(out / f"semi_s{seed}" / "config.json")["semi"]["threshold"]
 
 
 def score_peers(out, seed, tiny) -> dict:

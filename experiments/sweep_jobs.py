@@ -128,11 +128,18 @@ def run_lsdm(job: Job, s: Settings, out: pathlib.Path) -> None:
       train.setup(config)  # Checks the config and data before anything is written.
       workdir_lib.prepare(wd, config)  # config.json first: train_and_evaluate then resumes.
       write_json(wd / "sweep.json", {"stage1_source": source.name})
-      for part in ("stage1", "latents"):
-        tmp = wd / f".copy-{part}"
-        shutil.copytree(source / part, tmp)
-        tmp.rename(wd / part)
+      copy_stage1(source, wd)
   train.train_and_evaluate(config, wd)
+
+
+def copy_stage1(source: pathlib.Path, wd: pathlib.Path) -> None:
+  """Copies a finished run's stage 1 and latents into `wd`, each part whole or not at all
+  (copied beside it, then renamed), so that `train_and_evaluate` there skips them."""
+  for part in ("stage1", "latents"):
+    tmp = wd / f".copy-{part}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source / part, tmp)
+    tmp.rename(wd / part)
 
 
 def _stage1_source(job: Job, s: Settings, out: pathlib.Path, key: str) -> pathlib.Path | None:

@@ -82,9 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.ema_decay = 0.999  # EMA of the generator's weights to sample with (0 = off).
   c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
-  c.stage2.consistency_weight = (
-    0.0  # superres: weight of ‖pool(D(G)) − x‖² in G's loss (0 = paper).
-  )
+  c.stage2.consistency_weight = 0.0  # superres: weight of ‖pool(D(G)) − x‖² in G's loss.
   c.stage2.log_every = 200  # Generator updates between progress lines.
   c.stage2.save_every = 1000  # Generator updates between checkpoints.
   c.stage2.keep = 2  # Checkpoints kept.

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsdm_jax import parallel
+from lsdm_jax.data.tasks import block_mean
 from lsdm_jax.models.generator import Generator
 
 
@@ -37,9 +38,7 @@ def project_to_input(images: jax.Array, x: jax.Array, factor: int, amount: float
   """Moves each factor×factor block of `images` by `amount` of the way towards mean x's
   pixel there (amount 1: the orthogonal projection onto images that average-pool to x),
   then clips to [0, 1]."""
-  n, h, w, c = images.shape
-  pooled = images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
-  shift = jnp.repeat(jnp.repeat(x - pooled, factor, axis=1), factor, axis=2)
+  shift = jnp.repeat(jnp.repeat(x - block_mean(images, factor), factor, axis=1), factor, axis=2)
   return jnp.clip(images + amount * shift, 0.0, 1.0)
 
 

@@ -30,6 +30,10 @@ from lsdm_jax.errors import ConfigError, DataError
 
 LABELLERS = ("label_spreading", "knn")
 WEIGHTINGS = ("hard", "soft")
+NO_UNPAIRED = (
+  "semi.enabled needs unpaired images, and data.n_unpaired=0: raise data.n_unpaired "
+  "or set semi.enabled=False"
+)
 
 
 def knn_graph(z, k: int, block: int = 1024) -> tuple[jax.Array, jax.Array]:
@@ -125,10 +129,7 @@ def knn_vote(z_paired, labels, z_query, num_classes: int, *, neighbours: int = 5
 def check_labeller_data(labels, n_unpaired: int, num_classes: int) -> None:
   """The labeller needs unpaired latents and a paired example of every class."""
   if n_unpaired == 0:
-    raise ConfigError(
-      "semi.enabled needs unpaired images, and data.n_unpaired=0: raise data.n_unpaired "
-      "or set semi.enabled=False"
-    )
+    raise ConfigError(NO_UNPAIRED)
   counts = np.bincount(np.asarray(labels), minlength=num_classes)
   if np.any(counts == 0):
     missing = np.flatnonzero(counts == 0).tolist()
@@ -227,7 +228,4 @@ def check_config(c) -> None:
   if not s.pseudo_weight > 0:
     raise ConfigError(f"semi.pseudo_weight={s.pseudo_weight!r} must be > 0")
   if s.enabled and c.data.n_unpaired == 0:
-    raise ConfigError(
-      "semi.enabled needs unpaired images, and data.n_unpaired=0: raise data.n_unpaired "
-      "or set semi.enabled=False"
-    )
+    raise ConfigError(NO_UNPAIRED)

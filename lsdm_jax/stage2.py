@@ -42,7 +42,7 @@ import optax
 
 from lsdm_jax import checkpoints, loop, parallel, semi, wasserstein
 from lsdm_jax import config as config_lib
-from lsdm_jax.data.tasks import Task
+from lsdm_jax.data.tasks import Task, block_mean
 from lsdm_jax.errors import ConfigError
 from lsdm_jax.models.critic import Critic
 from lsdm_jax.models.generator import Generator
@@ -119,8 +119,6 @@ class Stage2:
     self.cfg = cfg = config.stage2
     self.task, self.latent_dim, self.mesh = task, latent_dim, mesh
     self.decoder = decoder
-    if cfg.consistency_weight > 0 and task.cond_kind != "image":
-      raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
     self.generator = make_generator(cfg, task, latent_dim)
     self.critics = make_critics(cfg, task, latent_dim) if cfg.estimator == "critic" else {}
     self.gen_tx = _adam(cfg.learning_rate, cfg)
@@ -245,10 +243,7 @@ class Stage2:
     if cfg.consistency_weight > 0:  # The known degradation: pool(D(G(η, x))) should be x.
       z_raw = fake * data["std"][None] + data["mean"][None]
       images = jax.nn.sigmoid(self.decoder.apply({"params": data["decoder"]}, z_raw))
-      f = self.task.factor
-      n, h, w, c = images.shape
-      pooled = images.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
-      mse = jnp.mean(jnp.square(pooled - x))
+      mse = jnp.mean(jnp.square(block_mean(images, self.task.factor) - x))
       metrics["consistency_mse"] = mse
       loss = loss + cfg.consistency_weight * mse
     metrics["gen_loss"] = loss

@@ -251,6 +251,7 @@ def semi_pairs(config, exp: Experiment, data: dict, stats, ae_model, ae_params, 
       np.savez(
         wd / "semi_labels.npz",
         rows=split.unpaired[kept],
+        unpaired_index=kept,
         labels=pairs.labels,
         weights=pairs.weights,
         confidence=pairs.confidence,

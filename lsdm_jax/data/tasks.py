@@ -34,11 +34,16 @@ class Task:
     return avg_pool(images, self.factor)
 
 
+def block_mean(images, factor: int):
+  """(N, H, W, C) → (N, H/f, W/f, C) means of f×f blocks, of a numpy or a jax array (also
+  inside jit): the degradation of the superres task."""
+  n, h, w, c = images.shape
+  return images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
 def avg_pool(images: np.ndarray, factor: int) -> np.ndarray:
   """(N, H, W, C) → (N, H/f, W/f, C) block means, as the paper's low-resolution input."""
-  n, h, w, c = images.shape
-  x = np.asarray(images, np.float32).reshape(n, h // factor, factor, w // factor, factor, c)
-  return x.mean(axis=(2, 4))
+  return block_mean(np.asarray(images, np.float32), factor)
 
 
 def make_task(name: str, image_shape: tuple[int, int, int], num_classes: int, factor: int = 4):

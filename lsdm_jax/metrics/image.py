@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lsdm_jax.data.tasks import block_mean
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -114,8 +116,7 @@ def avg_pool(images: jax.Array, factor: int) -> jax.Array:
   n, h, w, c = images.shape
   if h % factor or w % factor:
     raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
-  x = jnp.asarray(images, jnp.float32).reshape(n, h // factor, factor, w // factor, factor, c)
-  return x.mean(axis=(2, 4))
+  return block_mean(jnp.asarray(images, jnp.float32), factor)
 
 
 def consistency(

@@ -60,7 +60,11 @@ def test_independent_scores_real_images_as_real():
 @pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path):
   text = semi_study.run_study(tmp_path, [0], tiny=True)
-  assert text.count("\n| ") == 4 + 2 * len(semi_study.DDIM_STEPS) + len(semi_study.CD_STEPS)
+  tables = [t.splitlines() for t in text.split("\n\n") if t.startswith("| ")]
+  methods, labellers = tables[0], tables[1]
+  # Header, separator, then one row per method.
+  assert len(methods) - 2 == 4 + 2 * len(semi_study.DDIM_STEPS) + len(semi_study.CD_STEPS)
+  assert [row.split(" | ")[0] for row in labellers[2:]] == ["| label_spreading", "| knn"]
   rows = json.loads((tmp_path / "semi_study.json").read_text())["0"]
   assert all(np.isfinite(r["fd"]) for r in rows.values())
   assert (tmp_path / "semi_grid.png").exists()
