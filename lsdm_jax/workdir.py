@@ -40,6 +40,39 @@ RESULTS = (
 _WRITE_TEST_BYTES = 1 << 16  # Enough to meet a full disk, small enough to be instant.
 
 
+def atomic_write(path: str | pathlib.Path, data: str | bytes) -> pathlib.Path:
+  """Writes `data` to a file beside `path`, then renames it over `path` (`os.replace`).
+
+  A reader sees the old file or the whole new one, never a part; a write that fails
+  leaves `path` as it was and removes its partial file.
+
+  Args:
+    path: the file to write; its directory must exist.
+    data: the contents; `str` is written as UTF-8.
+
+  Returns:
+    `path` as a `pathlib.Path`.
+  """
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  payload = data.encode() if isinstance(data, str) else data
+  try:
+    with open(tmp, "wb") as f:
+      f.write(payload)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return path
+
+
+def write_json(path: str | pathlib.Path, value) -> pathlib.Path:
+  """Writes `value` as JSON (indent 2, sorted keys) to `path` with `atomic_write`."""
+  return atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
+
+
 def prepare(
   workdir: str | pathlib.Path, config: ml_collections.ConfigDict, *, overwrite: bool = False
 ) -> pathlib.Path:
@@ -78,10 +111,8 @@ def prepare(
     _clear(path)
   for unfinished in path.glob(f"*{TMP_MARK}*"):  # E.g. latents whose save was killed.
     shutil.rmtree(unfinished, ignore_errors=True)
-  tmp = saved_path.with_suffix(".json.tmp")
   try:
-    tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
-    tmp.replace(saved_path)
+    write_json(saved_path, resolved)
   except OSError as e:
     raise WorkdirError(f"cannot write {str(saved_path)!r} ({e.strerror}); free space") from e
   return path

@@ -158,3 +158,24 @@ def test_a_full_or_unwritable_workdir_is_refused_before_anything_is_written(
     workdir.prepare(tmp_path, config)
   monkeypatch.undo()
   assert tree_hash(tmp_path) == before
+
+
+def test_write_json_writes_sorted_indented_json_and_leaves_no_partial_file(tmp_path):
+  path = workdir.write_json(tmp_path / "m.json", {"b": 1, "a": [1.5]})
+  assert path.read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}'
+  workdir.atomic_write(path, b"\x00bytes")
+  assert path.read_bytes() == b"\x00bytes"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+  path = workdir.atomic_write(tmp_path / "m.json", "old")
+
+  def fail(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", fail)
+  with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+    workdir.atomic_write(path, "new")
+  assert path.read_text() == "old"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
