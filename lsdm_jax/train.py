@@ -23,8 +23,9 @@ from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
 from lsdm_jax.data.sources import to_float
-from lsdm_jax.errors import ConfigError, DataError
+from lsdm_jax.errors import ConfigError
 from lsdm_jax.loop import OPERATIONAL_FIELDS
+from lsdm_jax.metrics import evaluate as evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,12 +191,10 @@ def train_and_evaluate(
     grids = _write_pictures(wd, exp, lsdm, ae_model, ae_params, history1, history2)
     if config.eval.enabled:
       t = time.perf_counter()
-      results.update(evaluate(lsdm, exp, config))
+      results.update(evaluation.evaluate(lsdm, exp, config))
       timings["eval_seconds"] = time.perf_counter() - t
     timings["total_seconds"] = time.perf_counter() - t_start
-    tmp = wd / "metrics.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    tmp.replace(wd / "metrics.json")
+    workdir_lib.write_json(wd / "metrics.json", results)
     logging.info("metrics: %s", json.dumps(results, sort_keys=True))
     _write_summaries(wd / "tensorboard", config.stage2.steps, grids, results)
   return results
@@ -282,10 +281,10 @@ def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, hi
     images = lsdm.generate(labels, key)
     grids["grid"] = plots.save_grid(images, exp.task.num_classes, samples / "grid.png")
   else:
-    grids["superres"] = _write_superres_grid(lsdm, exp, key, samples / "superres.png")
-    _, inputs, _ = superres_test_inputs(exp, SPREAD_INPUTS)
+    grids["superres"] = evaluation.write_superres_grid(lsdm, exp, key, samples / "superres.png")
+    _, inputs, _ = evaluation.superres_test_inputs(exp, evaluation.SPREAD_INPUTS)
     spread_key = jax.random.fold_in(jax.random.key(config.eval.seed + 1), 1)
-    superres_spread(lsdm, exp, inputs, spread_key, samples / "superres_too_sure.png")
+    evaluation.superres_spread(lsdm, exp, inputs, spread_key, samples / "superres_too_sure.png")
   # Stage-1 reconstructions of held-out images: top row real, bottom row E→D.
   real = to_float(ds.test_images[np.linspace(0, len(ds.test_images) - 1, 16).astype(int)])
   recon = np.asarray(lsdm.decode(lsdm.encode(real)))
@@ -304,152 +303,3 @@ def _write_summaries(directory, step: int, grids: dict, results: dict) -> None:
   with summaries.SummaryWriter(directory) as events:
     events.write_images(step, {f"samples/{name}": grid for name, grid in grids.items()})
     events.write_scalars(step, scalars)
-
-
-REFERENCES = ("test", "unpaired")
-
-
-def unpaired_reference(exp: Experiment) -> Dataset:
-  """The data set seen from the run's unpaired images: they stand in for the test split.
-
-  Scoring against them instead of the test split lets a user compare stage-2 settings
-  without looking at the test images. The paper's stage 2 never sees them (only stage 1
-  does, without labels); with `stage2.unpaired_weight > 0` G is trained towards them, so
-  they are no longer held out from stage 2. The real-vs-real baselines use the paired
-  images.
-  """
-  ds, split = exp.dataset, exp.split
-  if exp.task.cond_kind != "label":
-    raise DataError("reference 'unpaired' scores class-conditional runs only; use 'test'")
-  if len(split.unpaired) < 10:  # Too few for a covariance or k-nearest-neighbour radii.
-    raise DataError(
-      f"reference 'unpaired' needs at least 10 unpaired images; this run has "
-      f"{len(split.unpaired)} (data.n_unpaired): use reference 'test'"
-    )
-  return dataclasses.replace(
-    ds,
-    train_images=ds.train_images[split.paired],
-    train_labels=ds.train_labels[split.paired],
-    test_images=ds.train_images[split.unpaired],
-    test_labels=ds.train_labels[split.unpaired],
-    train_index=ds.train_index[split.paired],
-    test_index=ds.train_index[split.unpaired],
-  )
-
-
-def evaluate(lsdm, exp: Experiment, config, reference: str = "test") -> dict[str, float]:
-  """Metrics on the canonical test split (see `lsdm_jax.metrics`).
-
-  `reference='unpaired'` scores class-conditional samples against the run's unpaired
-  train images instead (`unpaired_reference`), for choosing settings without the test
-  split; the bound's terms, which are about held-out data, are then left out.
-  """
-  from lsdm_jax.metrics import evaluate as evaluate_lib
-  from lsdm_jax.metrics.classifier import load_or_train_classifier
-
-  if reference not in REFERENCES:
-    raise ConfigError(f"reference {reference!r} is not one of {REFERENCES}")
-  scored = unpaired_reference(exp) if reference == "unpaired" else exp.dataset
-  key = jax.random.key(config.eval.seed + 1)
-  if exp.task.cond_kind == "label":
-    net = load_or_train_classifier(exp.dataset)
-    labels = np.repeat(np.arange(exp.task.num_classes), config.eval.num_per_class)
-    images = lsdm.generate(labels, key)
-    t = time.perf_counter()  # Timed again, warm: the first call included compilation.
-    jax.block_until_ready(lsdm.generate(labels, key))
-    elapsed = time.perf_counter() - t
-    out = evaluate_lib.evaluate_classcond(images, labels, scored, net, seed=config.eval.seed)
-    out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(images)
-    if reference == "test":
-      out.update(bound_metrics(lsdm, exp.dataset, config))
-    return {k: float(v) for k, v in out.items()}
-  # Super-resolution: one sample per test input, scored against its true image.
-  rows, inputs, targets = superres_test_inputs(exp, config.eval.num_inputs)
-  outputs = lsdm.generate(inputs, key)
-  t = time.perf_counter()  # Timed warm, as for classcond.
-  jax.block_until_ready(lsdm.generate(inputs, key))
-  elapsed = time.perf_counter() - t
-  ds = exp.dataset
-  # Feature metrics need the data set's classifier; unlabelled sources get pixel ones only.
-  net = load_or_train_classifier(ds) if ds.train_labels is not None and ds.num_classes > 1 else None
-  out = evaluate_lib.evaluate_superres(outputs, inputs, targets, exp.task.factor, net)
-  out["num_samples"] = float(len(rows))
-  out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(rows)
-  # The decoder's ceiling: how consistent stage 1's own reconstructions of the targets are.
-  from lsdm_jax.metrics.image import consistency
-
-  recon = np.asarray(lsdm.decode(lsdm.encode(targets)))
-  out["recon_consistency"] = float(np.mean(consistency(recon, inputs, exp.task.factor)))
-  spread = superres_spread(lsdm, exp, inputs[:SPREAD_INPUTS], jax.random.fold_in(key, 1))
-  out.update({k: v for k, v in spread.items() if isinstance(v, float)})
-  return {k: float(v) for k, v in out.items()}
-
-
-SPREAD_INPUTS = 200  # Test inputs the per-input spread is measured on.
-SPREAD_SAMPLES = 8  # Samples per input (and nearest real train images) for the spread.
-
-
-def superres_spread(lsdm, exp: Experiment, inputs: np.ndarray, key, path=None) -> dict:
-  """`metrics.diversity.superres_spread` of the model's samples for `inputs`, against the
-  train images (paired and unpaired) with the nearest pooled versions; with `path`, a
-  picture of the 8 inputs where the model is most too sure (per column: the input, its
-  samples, then the real neighbours)."""
-  from lsdm_jax.metrics.diversity import superres_spread as spread_of
-
-  ds, n = exp.dataset, SPREAD_SAMPLES
-  rows = np.concatenate([exp.split.paired, exp.split.unpaired])
-  train_images = to_float(ds.train_images[rows])
-  samples = np.asarray(lsdm.generate(inputs, key, n=n)).reshape(len(inputs), n, *ds.image_shape)
-  out = spread_of(samples, inputs, train_images, exp.task.condition(train_images, None))
-  if path is not None:
-    worst = np.argsort(out["per_input"] / np.maximum(out["per_input_real"], 1e-12))[:8]
-    f = exp.task.factor
-    up = inputs[worst].repeat(f, axis=1).repeat(f, axis=2)
-    columns = [up[None], samples[worst].transpose(1, 0, 2, 3, 4)]
-    columns.append(train_images[out["neighbours"][worst]].transpose(1, 0, 2, 3, 4))
-    grid = np.concatenate(columns).reshape(-1, *ds.image_shape)
-    plots.save_grid(grid, 1 + 2 * n, path)
-  return out
-
-
-# Test images the bound's W1 terms use: Sinkhorn time grows as its square, and the estimates
-# depend on it (finite-cloud W1), so runs are comparable at the same value only.
-BOUND_MAX_POINTS = 500
-
-
-def bound_metrics(lsdm, dataset, config) -> dict[str, float]:
-  """The terms of LSDM's bound on the test split, as `bound_*` metrics.
-
-  bound_value = bound_reconstruction + max(1, bound_lipschitz) · bound_latent_w1, with the
-  W1 in standardised latent units and the Lipschitz constant in pixels per such unit;
-  bound_data_w1 is the left-hand side, the joint W1 of test data and samples in pixels
-  (see `lsdm_jax.metrics.bound`).
-  """
-  from lsdm_jax.metrics.bound import bound_terms
-
-  terms = bound_terms(lsdm, dataset, seed=config.eval.seed, max_points=BOUND_MAX_POINTS)
-  return {f"bound_{k}": v for k, v in terms.items()}
-
-
-def superres_test_inputs(exp: Experiment, num: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The first min(num, test size) test images as (rows, low-res inputs, targets).
-
-  `rows` index `dataset.test_images` (`dataset.test_index[rows]` are source rows); inputs
-  are the targets average-pooled by the task's factor, all float32 in [0, 1].
-  """
-  rows = np.arange(min(int(num), len(exp.dataset.test_images)))
-  targets = to_float(exp.dataset.test_images[rows])
-  return rows, exp.task.condition(targets, None), targets
-
-
-def _write_superres_grid(lsdm, exp: Experiment, key, path, num_inputs: int = 8, n: int = 8):
-  """Columns: `num_inputs` test images spread over the split; rows: the input (nearest-
-  upsampled), `n` samples, the ground truth."""
-  ds, f = exp.dataset, exp.task.factor
-  rows = np.linspace(0, len(ds.test_images) - 1, min(num_inputs, len(ds.test_images)))
-  targets = to_float(ds.test_images[rows.astype(int)])
-  inputs = exp.task.condition(targets, None)
-  samples = np.asarray(lsdm.generate(inputs, key, n=n)).reshape(len(targets), n, *targets.shape[1:])
-  upsampled = inputs.repeat(f, axis=1).repeat(f, axis=2)
-  grid = np.concatenate([upsampled[None], samples.transpose(1, 0, 2, 3, 4), targets[None]])
-  return plots.save_grid(grid.reshape(-1, *targets.shape[1:]), n + 2, path)

@@ -1,7 +1,6 @@
 """`python -m experiments.evaluate`: rescoring a finished run, on the test split or on its
 unpaired images, without touching the other metrics file."""
 
-import dataclasses
 import json
 import pathlib
 import shutil
@@ -12,9 +11,6 @@ import numpy as np
 import pytest
 
 from experiments import evaluate
-from lsdm_jax import train
-from lsdm_jax.data import PairedSplit
-from lsdm_jax.errors import DataError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -46,21 +42,6 @@ def test_unpaired_reference_writes_its_own_file_and_leaves_the_test_metrics(run_
   assert out["fd"] != pytest.approx(metrics["fd"], rel=1e-3)
   assert np.isfinite(out["fd_real"]) and out["fd_real"] > 0
   assert not any(k.startswith("bound_") for k in out)
-
-
-def test_unpaired_reference_is_the_run_s_unpaired_images(tiny_run):
-  config, _, _ = tiny_run
-  exp = train.setup(config)
-  view = train.unpaired_reference(exp)
-  ds, split = exp.dataset, exp.split
-  np.testing.assert_array_equal(view.test_images, ds.train_images[split.unpaired])
-  np.testing.assert_array_equal(view.test_labels, ds.train_labels[split.unpaired])
-  np.testing.assert_array_equal(view.train_images, ds.train_images[split.paired])
-  # No test image in it.
-  assert not set(view.test_index) & set(ds.test_index)
-  no_unpaired = dataclasses.replace(exp, split=PairedSplit(split.paired, split.paired[:0]))
-  with pytest.raises(DataError, match="data.n_unpaired"):
-    train.unpaired_reference(no_unpaired)
 
 
 def test_bad_reference_is_one_line_and_exit_2(tmp_path):

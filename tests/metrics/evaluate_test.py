@@ -1,10 +1,15 @@
 """Tests for the evaluation entry points, on real images and on noise."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from lsdm_jax import train
+from lsdm_jax.data import PairedSplit
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.errors import DataError
+from lsdm_jax.metrics import evaluate as evaluation
 from lsdm_jax.metrics.evaluate import evaluate_classcond, evaluate_superres, pixel_features
 from lsdm_jax.metrics.image import avg_pool
 
@@ -72,3 +77,18 @@ def test_superres_perfect_and_upsampled_outputs(mnist5k, feature_net):
   assert 5.0 < blurry["psnr"] < 40.0 and blurry["ssim"] < 0.9
   assert blurry["consistency"] > 60.0  # Consistent with its input, though not sharp.
   assert "fd" not in blurry and blurry["fd_pixels"] > 0
+
+
+def test_unpaired_reference_is_the_run_s_unpaired_images(tiny_run):
+  config, _, _ = tiny_run
+  exp = train.setup(config)
+  view = evaluation.unpaired_reference(exp)
+  ds, split = exp.dataset, exp.split
+  np.testing.assert_array_equal(view.test_images, ds.train_images[split.unpaired])
+  np.testing.assert_array_equal(view.test_labels, ds.train_labels[split.unpaired])
+  np.testing.assert_array_equal(view.train_images, ds.train_images[split.paired])
+  # No test image in it.
+  assert not set(view.test_index) & set(ds.test_index)
+  no_unpaired = dataclasses.replace(exp, split=PairedSplit(split.paired, split.paired[:0]))
+  with pytest.raises(DataError, match="data.n_unpaired"):
+    evaluation.unpaired_reference(no_unpaired)
