@@ -14,19 +14,27 @@ latents get conditions and join them as pseudo pairs:
   `weighting='soft'`), and with `balance` the pseudo pairs of each class together weigh
   in proportion to the paired set's share of that class.
 
-`sampling_weights` turns the pairs' weights into the cumulative distribution stage 2
-draws its batches from; nothing else in stage 2 changes.
+`stage2_data` builds stage 2's data from the run's latents; `sampling_cdf` turns the
+pairs' weights into the cumulative distribution stage 2 draws its batches from; nothing
+else in stage 2 changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import time
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from lsdm_jax.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+  from lsdm_jax.train import Experiment
 
 LABELLERS = ("label_spreading", "knn")
 WEIGHTINGS = ("hard", "soft")
@@ -209,6 +217,88 @@ def draw_rows(key: jax.Array, cdf: jax.Array, shape: tuple[int, ...]) -> jax.Arr
   """Rows drawn with replacement, row i with probability cdf[i] − cdf[i − 1]."""
   u = jax.random.uniform(key, shape)
   return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
+
+
+def stage2_data(config, exp: Experiment, data: dict, stats, ae_model, ae_params, mesh, wd):
+  """Stage 2's data with the unpaired latents as (weighted) pseudo pairs.
+
+  classcond: labels from the labeller on the standardised latents; its accuracy on the
+  unpaired images and on the test split is measured with their true labels, which
+  nothing else reads. superres: the unpaired images' exact pooled conditions.
+
+  Args:
+    config: the run's config (its `semi` section).
+    exp: the run's `train.Experiment`.
+    data: stage 2's data: 'x' (n_paired, ...) conditions, 'z' (n_paired, D) and
+      'z_unpaired' (>= n_unpaired, D) standardised latents.
+    stats: the latents' (mean, std), to standardise the test latents.
+    ae_model, ae_params: stage 1's autoencoder, to encode the test split (classcond).
+    mesh: the device mesh.
+    wd: the workdir; process 0 writes `semi_labels.npz` there (classcond).
+
+  Returns:
+    (data with 'x', 'z' extended and 'cdf', metrics as {'semi_*': value}).
+  """
+  from lsdm_jax import latents, parallel
+  from lsdm_jax import workdir as workdir_lib
+
+  cfg, task, split, ds = config.semi, exp.task, exp.split, exp.dataset
+  x, z, z_u = parallel.to_host((data["x"], data["z"], data["z_unpaired"]))
+  z_u = z_u[: len(split.unpaired)]
+  n_paired = len(x)
+  if task.cond_kind == "label":
+    t = time.perf_counter()
+    probs = class_probabilities(cfg, z, x, z_u, task.num_classes)
+    pairs = pseudo_pairs(cfg, probs, x, task.num_classes)
+    truth = ds.train_labels[split.unpaired]  # Diagnostics only.
+    kept = pairs.rows
+    # Test split: each test latent takes the vote of its neighbours among the labelled
+    # paired and pseudo-labelled unpaired latents (the labeller's inductive extension).
+    z_test = latents.standardise(
+      parallel.to_host(latents.encode(ae_model, ae_params, ds.test_images, mesh)),
+      *parallel.to_host(stats),
+    )[: len(ds.test_images)]
+    vote = knn_vote(
+      np.concatenate([z, z_u]),
+      np.concatenate([x, pairs.predicted]),
+      z_test,
+      task.num_classes,
+      neighbours=cfg.neighbours,
+    )
+    metrics = {
+      "semi_labeller_accuracy_unpaired": float(np.mean(pairs.predicted == truth)),
+      "semi_labeller_accuracy_kept": float(np.mean(pairs.labels == truth[kept]))
+      if len(kept)
+      else 0.0,
+      "semi_labeller_accuracy_test": float(np.mean(np.argmax(vote, 1) == ds.test_labels)),
+      "semi_coverage": float(len(kept) / len(z_u)),
+      "semi_pseudo_pairs": float(len(kept)),
+      "semi_labeller_seconds": time.perf_counter() - t,
+    }
+    new_x, new_z, weights = pairs.labels, z_u[kept], pairs.weights
+    if parallel.is_main_process():
+      buffer = io.BytesIO()
+      np.savez(
+        buffer,
+        rows=split.unpaired[kept],
+        unpaired_index=kept,
+        labels=pairs.labels,
+        weights=pairs.weights,
+        confidence=pairs.confidence,
+        predicted=pairs.predicted,
+      )
+      workdir_lib.atomic_write(wd / "semi_labels.npz", buffer.getvalue())
+  else:
+    new_x, new_z = exp.unpaired_conditions(), z_u
+    weights = np.full(len(z_u), float(cfg.pseudo_weight), np.float32)
+    metrics = {"semi_pseudo_pairs": float(len(z_u)), "semi_coverage": 1.0}
+  logging.info("semi-supervised stage 2: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+  cdf = sampling_cdf(np.concatenate([np.ones(n_paired, np.float32), weights]))
+  out = dict(data)
+  out["x"] = np.concatenate([x, np.asarray(new_x, x.dtype)])
+  out["z"] = np.concatenate([z, new_z])
+  out["cdf"] = cdf
+  return out, metrics
 
 
 def check_config(c) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from lsdm_jax import config as config_lib
-from lsdm_jax import latents, parallel, plots, stage1, stage2, summaries
+from lsdm_jax import latents, parallel, plots, semi, stage1, stage2, summaries
 from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
@@ -168,7 +168,7 @@ def train_and_evaluate(
   semi_metrics = {}
   if config.semi.enabled:
     stats = (arrays["mean"], arrays["std"])
-    data, semi_metrics = semi_pairs(config, exp, data, stats, ae_model, ae_params, mesh, wd)
+    data, semi_metrics = semi.stage2_data(config, exp, data, stats, ae_model, ae_params, mesh, wd)
   decoder = None
   if config.stage2.consistency_weight > 0:
     decoder = ae_model.make_decoder()
@@ -198,75 +198,6 @@ def train_and_evaluate(
     logging.info("metrics: %s", json.dumps(results, sort_keys=True))
     _write_summaries(wd / "tensorboard", config.stage2.steps, grids, results)
   return results
-
-
-def semi_pairs(config, exp: Experiment, data: dict, stats, ae_model, ae_params, mesh, wd):
-  """Stage 2's data with the unpaired latents as (weighted) pseudo pairs (`lsdm_jax.semi`).
-
-  classcond: labels from the labeller on the standardised latents; its accuracy on the
-  unpaired images and on the test split is measured with their true labels, which
-  nothing else reads. superres: the unpaired images' exact pooled conditions.
-
-  Returns:
-    (data with 'x', 'z' extended and 'cdf', metrics as {'semi_*': value}).
-  """
-  from lsdm_jax import semi
-
-  cfg, task, split, ds = config.semi, exp.task, exp.split, exp.dataset
-  x, z, z_u = parallel.to_host((data["x"], data["z"], data["z_unpaired"]))
-  z_u = z_u[: len(split.unpaired)]
-  n_paired = len(x)
-  if task.cond_kind == "label":
-    t = time.perf_counter()
-    probs = semi.class_probabilities(cfg, z, x, z_u, task.num_classes)
-    pairs = semi.pseudo_pairs(cfg, probs, x, task.num_classes)
-    truth = ds.train_labels[split.unpaired]  # Diagnostics only.
-    kept = pairs.rows
-    # Test split: each test latent takes the vote of its neighbours among the labelled
-    # paired and pseudo-labelled unpaired latents (the labeller's inductive extension).
-    z_test = latents.standardise(
-      parallel.to_host(latents.encode(ae_model, ae_params, ds.test_images, mesh)),
-      *parallel.to_host(stats),
-    )[: len(ds.test_images)]
-    vote = semi.knn_vote(
-      np.concatenate([z, z_u]),
-      np.concatenate([x, pairs.predicted]),
-      z_test,
-      task.num_classes,
-      neighbours=cfg.neighbours,
-    )
-    metrics = {
-      "semi_labeller_accuracy_unpaired": float(np.mean(pairs.predicted == truth)),
-      "semi_labeller_accuracy_kept": float(np.mean(pairs.labels == truth[kept]))
-      if len(kept)
-      else 0.0,
-      "semi_labeller_accuracy_test": float(np.mean(np.argmax(vote, 1) == ds.test_labels)),
-      "semi_coverage": float(len(kept) / len(z_u)),
-      "semi_pseudo_pairs": float(len(kept)),
-      "semi_labeller_seconds": time.perf_counter() - t,
-    }
-    new_x, new_z, weights = pairs.labels, z_u[kept], pairs.weights
-    if parallel.is_main_process():
-      np.savez(
-        wd / "semi_labels.npz",
-        rows=split.unpaired[kept],
-        unpaired_index=kept,
-        labels=pairs.labels,
-        weights=pairs.weights,
-        confidence=pairs.confidence,
-        predicted=pairs.predicted,
-      )
-  else:
-    new_x, new_z = exp.unpaired_conditions(), z_u
-    weights = np.full(len(z_u), float(cfg.pseudo_weight), np.float32)
-    metrics = {"semi_pseudo_pairs": float(len(z_u)), "semi_coverage": 1.0}
-  logging.info("semi-supervised stage 2: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-  cdf = semi.sampling_cdf(np.concatenate([np.ones(n_paired, np.float32), weights]))
-  out = dict(data)
-  out["x"] = np.concatenate([x, np.asarray(new_x, x.dtype)])
-  out["z"] = np.concatenate([z, new_z])
-  out["cdf"] = cdf
-  return out, metrics
 
 
 def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, history2):
