@@ -17,7 +17,6 @@ Nothing here unpickles: Orbax stores arrays with TensorStore and `meta` as JSON.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging as logging_std
 import os
@@ -72,13 +71,12 @@ def save(manager, step: int, state, meta: dict, *, force: bool = False, what: st
     CheckpointError: the directory cannot be written (full disk, permissions).
   """
   try:
-    with _quiet_orbax_thread_errors():
-      saved = manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        force=force,
-      )
-      manager.wait_until_finished()
+    saved = manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=force,
+    )
+    manager.wait_until_finished()
   except Exception as e:  # noqa: BLE001 - TensorStore reports I/O errors as ValueError.
     code = io_error_code(e)
     if code is None:
@@ -107,28 +105,6 @@ def io_error_code(e: BaseException | None) -> int | None:
   return None
 
 
-class _DropThreadErrors(logging_std.Filter):
-  """Orbax logs a failed write from each worker thread with a traceback, then raises the
-  same error in the caller, which reports it: drop the duplicates."""
-
-  def filter(self, record: logging_std.LogRecord) -> bool:
-    return not (
-      record.levelno >= logging_std.ERROR
-      and f"{os.sep}orbax{os.sep}" in record.pathname
-      and "raised an exception" in record.getMessage()
-    )
-
-
-@contextlib.contextmanager
-def _quiet_orbax_thread_errors():
-  logger, dropper = logging_std.getLogger("absl"), _DropThreadErrors()
-  logger.addFilter(dropper)
-  try:
-    yield
-  finally:
-    logger.removeFilter(dropper)
-
-
 class _DropAbandonedReads(logging_std.Filter):
   def filter(self, record: logging_std.LogRecord) -> bool:
     text = record.getMessage()
@@ -148,28 +124,29 @@ def _is_abandoned_read(unraisable) -> bool:
   return isinstance(exc, RuntimeError) and "call_soon_threadsafe" in frames
 
 
-_QUIET = False
+def _collect_abandoned_reads() -> None:
+  """Collects the reads a failed restore abandoned, without their duplicate reports.
 
-
-def _quiet_abandoned_reads() -> None:
-  """A failed restore abandons Orbax's other reads of that checkpoint. When they finish
-  or are collected, possibly much later, Python and asyncio print each one's error with
-  a traceback ("Exception ignored in ...", "Future exception was never retrieved").
-  They repeat the failure that `restore_latest` reports in one line: from the first
-  failure on, drop exactly these (and nothing else)."""
-  global _QUIET
-  gc.collect()  # Most of them go now.
-  if _QUIET:
-    return
-  _QUIET = True
-  previous = sys.unraisablehook
+  A failed restore leaves Orbax's other reads of that checkpoint unfinished. Collected,
+  each one's error would be printed with a traceback ("Exception ignored in ...",
+  "Future exception was never retrieved"), repeating the failure that `restore_latest`
+  reports in one line. They are collected here, and exactly these reports are dropped
+  while that runs; the previous hook and filters are back afterwards.
+  """
+  previous, dropper = sys.unraisablehook, _DropAbandonedReads()
 
   def hook(unraisable):
     if not _is_abandoned_read(unraisable):
       previous(unraisable)
 
+  asyncio_logger = logging_std.getLogger("asyncio")
   sys.unraisablehook = hook
-  logging_std.getLogger("asyncio").addFilter(_DropAbandonedReads())
+  asyncio_logger.addFilter(dropper)
+  try:
+    gc.collect()
+  finally:
+    asyncio_logger.removeFilter(dropper)
+    sys.unraisablehook = previous
 
 
 def abstract_like(tree):
@@ -212,7 +189,7 @@ def restore_latest(manager, abstract_state, *, what: str, set_aside_unreadable: 
       if not isinstance(meta, dict):
         raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
     except Exception as e:  # noqa: BLE001 - Orbax raises ValueError, KeyError, JSON errors...
-      _quiet_abandoned_reads()
+      _collect_abandoned_reads()
       first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
       logging.warning(
         "%s checkpoint at step %d in %s is unreadable (%s: %s); trying an earlier one",

@@ -8,14 +8,15 @@ Set `LSDM_TRACEBACK=1` to get the traceback as well.
 
 from __future__ import annotations
 
-import difflib
 import errno
 import logging as logging_std
 import os
 import re
 import sys
 
+import ml_collections
 from absl import flags, logging
+from ml_collections.config_flags.config_flags import is_config_flag
 
 from lsdm_jax.checkpoints import io_error_code
 from lsdm_jax.errors import LsdmError
@@ -27,15 +28,22 @@ _HINT = "see --helpfull for the flags; config fields are listed in the config fi
 
 
 class _QuietLibraries(logging_std.Filter):
-  """Drops the INFO chatter of Orbax and absl's own checkpoint plumbing from our logs."""
+  """Drops Orbax's and etils' INFO chatter, and Orbax's per-thread report of a failed write.
+
+  Orbax logs a failed write from each of its worker threads with a traceback, then raises
+  the same error in the caller, which `run_guarded` reports in one line.
+  """
 
   def filter(self, record: logging_std.LogRecord) -> bool:
+    if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno >= logging_std.ERROR:
+      return "raised an exception" not in record.getMessage()
     if record.levelno >= logging_std.WARNING:
       return True
     return not any(f"{os.sep}{name}{os.sep}" in record.pathname for name in ("orbax", "etils"))
 
 
 def quiet_library_logs() -> None:
+  """Installs `_QuietLibraries` on absl's log handler (once); for command-line entry points."""
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
     handler.addFilter(_QuietLibraries())
@@ -69,15 +77,25 @@ def parse_flags(argv: list[str]) -> list[str]:
       raise
     fail(_describe_parse_error(e, argv))
   for name in flags.FLAGS:
-    value = flags.FLAGS[name].value
-    # ml_collections defers a config file that failed to load to its first use.
-    if type(value).__name__ == "_ErrorConfig":
-      try:
-        value.lock()
-      except Exception as e:  # noqa: BLE001 - it raises the loading error here.
-        cause = e.__cause__ or e
-        fail(f"--{name}: cannot load the config file: {_last_line(cause)}")
+    flag = flags.FLAGS[name]
+    if is_config_flag(flag) and flag.value is not None:
+      _check_config_loaded(name, flag.value)
   return rest
+
+
+def _check_config_loaded(name: str, value) -> None:
+  """Fails in one line when config flag `name` holds no ConfigDict.
+
+  ml_collections defers the error of a config file that cannot be read to the config's
+  first use; that use is here.
+  """
+  if isinstance(value, ml_collections.ConfigDict):
+    return
+  try:
+    value.lock()
+  except Exception as e:  # noqa: BLE001 - it raises the loading error here.
+    fail(f"--{name}: cannot load the config file: {_last_line(e.__cause__ or e)}")
+  fail(f"--{name}: get_config() returned a {type(value).__name__}, not a ConfigDict")
 
 
 def _last_line(e: BaseException) -> str:
@@ -85,53 +103,55 @@ def _last_line(e: BaseException) -> str:
   return lines[-1] if lines else type(e).__name__
 
 
-def _describe_parse_error(e: Exception, argv: list[str]) -> str:
-  """One line for an error raised while parsing: an unknown config field, a config file
-  that does not run, or anything else."""
-  unknown = _unknown_override(argv)
-  if unknown:
-    return unknown
-  frames = []
-  tb = e.__traceback__
+def _frames(e: BaseException) -> list[str]:
+  """The file names of the frames `e` passed through, outermost first."""
+  frames, tb = [], e.__traceback__
   while tb is not None:
     frames.append(tb.tb_frame.f_code.co_filename)
     tb = tb.tb_next
+  return frames
+
+
+def _describe_parse_error(e: Exception, argv: list[str]) -> str:
+  """One line for an error raised while parsing: an unknown config field, a config file
+  that does not load or run, or anything else."""
+  frames = _frames(e)
+  in_config_flags = "config_flags" in " ".join(frames)
+  unknown = _unknown_field(e, argv) if isinstance(e, (KeyError, AttributeError)) else None
+  if unknown:
+    return unknown
   if isinstance(e, SyntaxError):
     return f"the config file does not load: {e.msg} ({e.filename}, line {e.lineno})"
+  if isinstance(e, OSError) and in_config_flags:
+    return f"cannot load the config file: {_last_line(e.__cause__ or e)}"
   where = next((f for f in reversed(frames) if "site-packages" not in f), None)
   detail = f"{type(e).__name__}: {_last_line(e)}"
-  if where and "config_flags" in " ".join(frames):
+  if where and in_config_flags:
     return f"the config file {where} failed: {detail}"
   return f"invalid command line: {detail} ({_HINT})"
 
 
-def _unknown_override(argv: list[str]) -> str | None:
-  """Names the first `--NAME.a.b=v` whose field does not exist in config flag NAME."""
-  configs = {}
-  for arg in argv[1:]:
-    match = re.match(r"^--?(\w+)=(.*)$", arg)
-    if match and match.group(1) in flags.FLAGS:
-      if type(flags.FLAGS[match.group(1)].parser).__name__ == "ConfigFileFlagParser":
-        configs[match.group(1)] = match.group(2)
+_MISSING_KEY = re.compile(r"^\W*(\w+)")
+_CLOSE_MATCH = re.compile(r'Did you mean "(\w+)" instead of "(\w+)"')
+
+
+def _unknown_field(e: Exception, argv: list[str]) -> str | None:
+  """Names the override of a config field that does not exist, from ml_collections' error
+  (the missing key, and the close match it suggests) and the command line; None when no
+  `--NAME.a.b` override has that key."""
+  text = str(e)
+  close = _CLOSE_MATCH.search(text)
+  key = _MISSING_KEY.match(text)
+  missing = close.group(2) if close else key.group(1) if key else None
   for arg in argv[1:]:
     match = re.match(r"^--?(?:no)?(\w+)\.([\w.]+)", arg)
-    if not match or match.group(1) not in configs:
+    if not match or missing not in match.group(2).split("."):
       continue
-    try:  # The flag's value is not set when its overrides fail: load the file again.
-      node = flags.FLAGS[match.group(1)].parser.parse(configs[match.group(1)])
-      keys = list(node.keys())
-    except Exception as e:  # noqa: BLE001 - a config file that does not load.
-      cause = e.__cause__ or e
-      return f"--{match.group(1)}: cannot load the config file: {_last_line(cause)}"
     path = match.group(2).split(".")
-    for depth, part in enumerate(path):
-      keys = list(node.keys()) if hasattr(node, "keys") else []
-      if part not in keys:
-        field = ".".join(path[: depth + 1])
-        close = difflib.get_close_matches(part, keys, n=1)
-        hint = f"; did you mean {'.'.join([*path[:depth], close[0]])}?" if close else ""
-        return f"unknown config field {field!r} in {arg.split('=')[0]}{hint} ({_HINT})"
-      node = node[part]
+    depth = path.index(missing)
+    field = ".".join(path[: depth + 1])
+    hint = f"; did you mean {'.'.join([*path[:depth], close.group(1)])}?" if close else ""
+    return f"unknown config field {field!r} in {arg.split('=')[0]}{hint} ({_HINT})"
   return None
 
 
