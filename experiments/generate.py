@@ -14,7 +14,7 @@ factor) and `indices` (N,) int64, the rows of the source data set those images a
 
 from __future__ import annotations
 
-import os
+import io
 import pathlib
 
 import numpy as np
@@ -49,6 +49,7 @@ def export(
   import jax
 
   import lsdm_jax
+  from lsdm_jax import workdir as workdir_lib
   from lsdm_jax.data import load_source
   from lsdm_jax.data.sources import to_float
   from lsdm_jax.errors import ConfigError
@@ -82,10 +83,9 @@ def export(
   arrays["images"] = np.asarray(arrays["images"], np.float32)
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_name(out.name + ".tmp")
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, out)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  workdir_lib.atomic_write(out, buffer.getvalue())
   return arrays
 
 

