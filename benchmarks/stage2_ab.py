@@ -135,7 +135,7 @@ def markdown(variants, rates, quick: bool, rounds: int, calls: int, config) -> s
     + (", **--quick (tiny models; not a measurement)**" if quick else ""),
     "",
     f"`python benchmarks/stage2_ab.py --rounds={rounds} --calls={calls}"
-    + "".join(f" --variant={n}" for n in names[1:] if n != "gp_stride=1")
+    + ("" if names[1:] == ["gp_stride=1"] else "".join(f" --variant={n}" for n in names[1:]))
     + (" --quick" if quick else "")
     + "`: critic estimator, batch "
     f"{c.batch_size}, n_critic {c.n_critic}, {c.steps_per_call} generator steps per "
