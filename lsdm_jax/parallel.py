@@ -158,23 +158,6 @@ def process_rows(sharding: NamedSharding, global_size: int) -> np.ndarray:
   return np.fromiter(sorted(rows), np.int64, len(rows))
 
 
-def process_slice(global_size: int, mesh: Mesh | None = None) -> slice:
-  """The rows of a global batch split over `data` that this process loads, as a slice.
-
-  Raises:
-    ValueError: if this process's rows are not contiguous (a device order that
-      interleaves processes; use `process_rows` then).
-  """
-  if mesh is None:
-    per = global_size // jax.process_count()
-    i = jax.process_index()
-    return slice(i * per, (i + 1) * per)
-  rows = process_rows(data_sharding(mesh), global_size)
-  if len(rows) == 0 or rows[-1] - rows[0] + 1 != len(rows):
-    raise ValueError(f"this process's rows of the batch are not contiguous: {rows}")
-  return slice(int(rows[0]), int(rows[-1]) + 1)
-
-
 def global_batch(mesh: Mesh, local_batch, global_size: int | None = None):
   """Assembles a global, `data`-sharded batch from this process's rows of it.
 

@@ -63,7 +63,6 @@ def test_param_shardings_split_only_big_kernels_over_model():
 def test_process_rows_and_global_rows_on_one_process():
   mesh = parallel.make_mesh(4, 2)
   np.testing.assert_array_equal(parallel.process_rows(parallel.data_sharding(mesh), 12), range(12))
-  assert parallel.process_slice(12, mesh) == slice(0, 12)
   a = parallel.global_rows(mesh, lambda rows: np.arange(10)[rows] * 2, 10)
   assert a.shape == (12,) and a.sharding.spec == jax.sharding.PartitionSpec("data")
   np.testing.assert_array_equal(np.asarray(a), [*range(0, 20, 2), 18, 18])
