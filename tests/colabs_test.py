@@ -5,7 +5,9 @@ directory, so the runs it trains land there. The kernel gets one CPU device (fig
 inline, as PNG outputs); the notebooks are committed without outputs, and this checks that too.
 """
 
+import importlib.util
 import pathlib
+import subprocess
 
 import nbformat
 import pytest
@@ -27,6 +29,30 @@ def test_notebook_is_committed_without_outputs(name):
   for cell in nb.cells:
     if cell.cell_type == "code":
       assert not cell.outputs and cell.execution_count is None, cell.source[:60]
+
+
+def _setup_cell(name: str) -> str:
+  nb = nbformat.read(COLABS / name, as_version=4)
+  return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_first_code_cell_installs_lsdm_jax_only_where_it_is_missing(name, monkeypatch):
+  calls = []
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+  exec(_setup_cell(name), {})  # Here lsdm_jax is installed: nothing runs.
+  assert calls == []
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(
+    importlib.util,
+    "find_spec",
+    lambda mod, *a: None if mod == "lsdm_jax" else real_find_spec(mod, *a),
+  )
+  namespace = {}
+  exec(_setup_cell(name), namespace)
+  assert len(calls) == 1 and calls[0][1:5] == ["-m", "pip", "install", "-q"]
+  assert calls[0][-1] == f"git+{namespace['REPOSITORY']}"
+  assert namespace["REPOSITORY"].startswith("https://github.com/")
 
 
 def execute(
