@@ -3,6 +3,9 @@
 data → stage 1 (E, D on paired ∪ unpaired) → latents (Orbax) → stage 2 (G on paired
 latents) → sample grids → metrics.json. Each stage reads only what the previous one
 wrote to the workdir, resumes from its checkpoints, and is skipped once finished.
+
+This module only orders the stages: the metrics and the evaluation pictures are
+`lsdm_jax.metrics.evaluate`'s, the semi-supervised pseudo pairs `lsdm_jax.semi`'s.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None
   for name in ("stage1", "stage2"):
     LoopConfig.from_config(name, config[name]).validate(name)
     parallel.check_batch_size(config[name].batch_size, mesh, f"{name}.batch_size")
-  if config.stage1.steps_per_call != 1:
+  if config.stage1.get("steps_per_call", 1) != 1:  # One step per call where it is unset.
     raise ConfigError("stage1.steps_per_call must be 1 (stage-1 batches come from the host)")
   check_image_shape(ds.image_shape, len(config.stage1.features))
   if task.cond_kind == "label":

@@ -121,7 +121,7 @@ def test_a_full_disk_while_saving_is_a_checkpoint_error(tmp_path, monkeypatch):
   manager = checkpoints.make_manager(tmp_path, save_every=2, keep=2)
 
   def full(*args, **kwargs):
-    # How TensorStore reports ENOSPC (measured on a full tmpfs).
+    # How TensorStore reports ENOSPC.
     raise ValueError(
       'RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at local file "x": Failed '
       "to write 189677 bytes to file 7: No space left on device [os_error_code='28']"

@@ -183,9 +183,6 @@ def train_classifier(
 ) -> FeatureNet:
   """Trains `ClassifierCNN` with Adam (cosine decay) and random ±`max_shift` px shifts.
 
-  On the 4,000 mnist5k train images the defaults reach 98.5-98.6% test accuracy (seeds 0
-  and 1) in 25-40 s on two CPU cores.
-
   Args:
     images: (N, H, W, C) uint8 or float32 in [0, 1] training images.
     labels: (N,) int labels in [0, num_classes).
