@@ -1,8 +1,10 @@
-"""The README's "Python API" snippet runs as written against a trained tiny run.
+"""The README's "Python API" snippet runs as written; the README and docs/ hold together.
 
 The snippet loads `runs/mnist5k_classcond`; here that directory is a copy of the
 session's tiny run of `experiments/configs/test.py` (tests/conftest.py) inside a temporary
-directory that the snippet runs in.
+directory that the snippet runs in. The README stays a short guide (at most
+`MAX_README_LINES` lines), and every relative link and image in README.md and docs/*.md
+names a file that exists.
 """
 
 import pathlib
@@ -11,7 +13,12 @@ import shutil
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+MAX_README_LINES = 250
+# [text](target) and ![alt](target), the target up to a space, ')' or '#'.
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s#]+)(?:#[^)\s]*)?(?:\s[^)]*)?\)")
 
 
 def section_snippets(title: str) -> list[str]:
@@ -39,3 +46,31 @@ def test_python_api_snippet_runs(run_root, monkeypatch):
   assert namespace["sevens"].shape == (8, 28, 28, 1)
   assert namespace["batch"].shape == (10, 28, 28, 1)
   assert (run_root / "digits.png").stat().st_size > 0
+
+
+def test_readme_is_short():
+  lines = README.read_text().splitlines()
+  assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines"
+
+
+def local_links(page: pathlib.Path) -> list[str]:
+  """The relative link and image targets of a markdown page (not URLs)."""
+  targets = LINK.findall(page.read_text())
+  return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_links_and_images_exist(page):
+  targets = local_links(page)
+  missing = [t for t in targets if not (page.parent / t).exists()]
+  assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+def test_docs_exist_and_list_the_notebooks():
+  names = {p.name for p in DOCS}
+  assert {"results.md", "experiments.md", "design.md", "reliability.md"} <= names
+  readme_links = set(local_links(README))
+  for page in ("results.md", "experiments.md", "design.md", "reliability.md"):
+    assert f"docs/{page}" in readme_links, f"README does not link docs/{page}"
+  for notebook in sorted((ROOT / "colabs").glob("*.ipynb")):
+    assert f"colabs/{notebook.name}" in readme_links, f"README does not link {notebook}"

@@ -1,0 +1,23 @@
+"""The interleaved stage-2 benchmark runs and writes its table (tiny models, `--quick`)."""
+
+import importlib.util
+import pathlib
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+  spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_stage2_ab_quick_writes_a_row_per_variant(tmp_path):
+  out = tmp_path / "ab.md"
+  load("stage2_ab").main(["--quick", "--rounds=2", f"--out={out}"])
+  text = out.read_text()
+  rows = [line for line in text.splitlines() if line.startswith("| gp_stride")]
+  assert len(rows) == 2, text
+  assert "gp_stride=2 (default)" in rows[0] and "of 2 rounds" in rows[1]
+  assert "--quick" in text
