@@ -77,28 +77,30 @@ def test_generate_exports_inputs_and_source_rows(run, tmp_path):
   np.testing.assert_allclose(inputs, pooled, atol=1e-6)
 
 
-def test_superres_table_has_baselines_and_lsdm_rows(run, capsys):
-  from experiments import superres_table
+def test_superres_baselines_score_on_the_runs_paired_set(run):
+  from experiments import kinds, study
 
-  _, workdir, metrics = run
-  table = superres_table.make_table(workdir, regression_steps=5)
-  assert table == (workdir / "superres_table.md").read_text()
-  lines = [line for line in table.splitlines() if line.startswith("| ")]
-  assert [line.split("|")[1].strip().split(" ")[0] for line in lines[1:]] == [
-    "bicubic",
-    "L2",
-    "LSDM",
-  ]
-  assert f"{metrics['psnr']:.2f}" in lines[-1] and "–" not in table
+  config, workdir, metrics = run
+
+  class Study:  # What the kind reads from its study: the reference run's rows.
+    def rows(self, name):
+      return [{"metrics": metrics}]
+
+  spec = study.Run("b", 0, "superres_baselines", {}, {"reference": "a_s0", "regression_steps": 5})
+  rows = kinds.run_superres_baselines(spec, config, workdir, Study())
+  assert [r["setting"] for r in rows] == ["b_bicubic", "b_regression"]
+  for r in rows:
+    assert r["metrics"]["spread"] == 0.0 and r["metrics"]["spread_real"] == metrics["spread_real"]
+    assert all(np.isfinite(r["metrics"][k]) for k in ("psnr", "ssim", "consistency", "fd"))
 
 
 def test_projection_rescoring_trades_consistency_and_keeps_the_unprojected_metrics(run):
-  from experiments import superres_table
+  from experiments import kinds
 
   _, workdir, metrics = run
-  same = superres_table.rescore_projected(workdir, 0.0)
+  same = kinds._rescore_projected(workdir, 0.0)
   for k in ("psnr", "consistency", "fd", "spread"):
     assert same[k] == pytest.approx(metrics[k], rel=1e-5), k
-  full = superres_table.rescore_projected(workdir, 1.0)
+  full = kinds._rescore_projected(workdir, 1.0)
   assert full["consistency"] > same["consistency"] + 3.0
   assert json.loads((workdir / "metrics.json").read_text()) == json.loads(json.dumps(metrics))

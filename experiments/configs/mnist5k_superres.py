@@ -17,6 +17,9 @@ setting. It also moves each decoded sample half way towards consistency with its
 
     python -m experiments.main --config=experiments/configs/mnist5k_superres.py:semi \
         --workdir=runs/mnist5k_superres_semi
+
+Its study `baselines` (`python -m experiments.study --config=THIS --study=baselines
+--out=DIR`) compares LSDM with bicubic and an L2 regressor on the same pairs.
 """
 
 from lsdm_jax.config import base_config
@@ -33,25 +36,35 @@ def get_config(variant: str = "paper"):
   config.task.name = "superres"
   config.task.factor = 4
   config.eval.num_inputs = 1000  # The whole mnist5k test split.
-  # Stage 2, tuned on stage-2-only runs over one saved stage 1 (README, Super-resolution):
-  # no jitter on the real latents (each input has one answer in the pairs, and jitter only
-  # blurs it: 24.98 -> 26.10 dB consistency) and a slower generator. With the weight
-  # average (stage2.ema_decay) 6,000 steps beat 3,000 on every metric (consistency 26.15 ->
-  # 26.45 dB, PSNR 17.08 -> 17.24, FD 17.2 -> 15.9).
+  # Stage 2 (docs/results.md): no jitter on the real latents (each input has one answer in
+  # the pairs; jitter only blurs it) and a slower generator.
   config.stage2.real_noise = 0.0
   config.stage2.steps = 6000
   config.stage2.learning_rate = 5e-5
   config.stage2.critic_learning_rate = 2e-4
   if variant == "semi":
     config.semi.enabled = True
-    # The decoder's own reconstructions pool back to x at only ~28.6 dB, a ceiling for any
-    # stage 2; half the residual block shift lifts samples past it (full projection costs
-    # FD: the sweep in docs/semi_supervised.md).
+    # Half the residual block shift towards the input (docs/semi_supervised.md).
     config.task.projection = 0.5
   return config
 
 
-def sweep(add):
-  """The two W1 estimators."""
-  for estimator in ("critic", "sinkhorn"):
-    add(**{"stage2.estimator": estimator})
+PROJECTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def sweep(add, study: str):
+  """`baselines`: LSDM (the paper's setting, with no unpaired images, and the `semi`
+  variant with a projection or a consistency loss) against bicubic and an L2 regressor on
+  the same 500 pairs; each LSDM run also rescored at every `task.projection` amount."""
+  if study != "baselines":
+    raise ConfigError(f"unknown study {study!r}; use baselines")
+  add("lsdm", 0, projections=PROJECTIONS)
+  add("lsdm_paired_only", 0, **{"data.n_unpaired": 0})
+  add("lsdm_semi", 0, variant="semi", projections=PROJECTIONS)
+  add(
+    "lsdm_semi_c2k",
+    0,
+    variant="semi",
+    **{"task.projection": 0.0, "stage2.consistency_weight": 2000.0},
+  )
+  add("regression", 0, "superres_baselines", reference="lsdm_s0")

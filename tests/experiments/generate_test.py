@@ -38,6 +38,6 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path):
 
 def test_modules_import_together():
   """Flags are defined only under __main__, so both tools import in one process."""
-  from experiments import generate, superres_table
+  from experiments import evaluate, generate, study
 
-  assert callable(generate.export) and callable(superres_table.make_table)
+  assert callable(generate.export) and callable(evaluate.main) and callable(study.main)
