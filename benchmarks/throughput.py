@@ -20,7 +20,7 @@ result.
 * Generation: images per second of the jitted y = D(G(η, x)) at batch 1,000, and the
   median latency of a batch of 1.
 * One step against many: the latent-diffusion baseline
-  (`lsdm_jax.baselines.latent_diffusion`, default `DiffusionConfig`, DDIM) generating the
+  (`lsdm_jax.baselines.latent_diffusion`, default `config.latent_diffusion`, DDIM) generating the
   same batch of 1,000 images with 10, 50 and 250 denoising steps, decoded by the same D,
   against LSDM's one-step `generate`: the ratio of their times. The decoder alone is
   timed on the same batch too; taking its time off both gives the ratio in latent space
@@ -163,7 +163,7 @@ def bench_generate(config, autoencoder, ae_params, generator, gen_params, sizes,
 def bench_diffusion(config, autoencoder, ae_params, batch, step_counts, calls) -> dict:
   """Seconds for `batch` images from the latent-diffusion baseline, per step count."""
   d = config.stage1.latent_dim
-  cfg = latent_diffusion.DiffusionConfig()
+  cfg = config.latent_diffusion
   denoiser = latent_diffusion.make_denoiser(
     d, cond_kind="label", num_classes=NUM_CLASSES, config=cfg
   )
@@ -176,7 +176,7 @@ def bench_diffusion(config, autoencoder, ae_params, batch, step_counts, calls) -
 
     @jax.jit
     def images(params, dec_params, x, key, n=n):
-      z = latent_diffusion.sample(denoiser, params, x, key, num_steps=n, sampler="ddim")
+      z = latent_diffusion.sample(denoiser, params, x, key, num_steps=n)
       return jax.nn.sigmoid(decoder.apply({"params": dec_params}, z))
 
     out[n] = _median_seconds(lambda: images(params, ae_params["decoder"], x, key), calls)
@@ -268,7 +268,7 @@ def markdown(r: dict, quick: bool) -> str:
       (
         f"latent diffusion, {n} steps",
         f"{g['batch'] / seconds:,.0f} images/s ({seconds / g['batch_seconds']:,.0f}x LSDM's time)",
-        f"batch {g['batch']:,}, DDIM, default `DiffusionConfig`, same decoder; "
+        f"batch {g['batch']:,}, DDIM, default `config.latent_diffusion`, same decoder; "
         f"{latent_ratio:,.0f}x G's time in latent space alone",
       )
     )
