@@ -1,8 +1,11 @@
 """The configuration schema: every field, its default and what it means.
 
 Experiment configs in `experiments/configs/` start from `base_config()` and change
-fields. `validate` checks values and combinations and raises `ConfigError` with the
-field's name and the fix; unknown fields are already refused by the locked ConfigDict.
+fields. The baselines' settings are sections of the same config (`latent_diffusion`,
+`consistency`, `pixel_wgcs`, `cvae`, `superres_regressor`); no stage reads them, so they
+change neither a stage's results nor its fingerprint. `validate` checks values and
+combinations and raises `ConfigError` with the field's name and the fix; unknown fields are
+already refused by the locked ConfigDict.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ REGULARIZERS = ("none", "l2", "kl")
 RECON_LOSSES = ("bce", "mse")
 CRITIC_ACTIVATIONS = ("gelu", "leaky_relu")
 DECODERS = ("mlp", "conv")
+PREDICTIONS = ("v", "eps")
+LOGSNR_RANGE = (-15.0, 15.0)  # The latent diffusion schedule's log-SNR at t = 1 and t = 0.
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -106,7 +111,104 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_inputs = 1000  # superres: test inputs evaluated (<= test split size).
   c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
   c.eval.enabled = True  # Compute metrics.json after training.
+
+  d = c.latent_diffusion = ml_collections.ConfigDict()  # `baselines.latent_diffusion`.
+  d.steps = 1000  # Optimiser steps.
+  d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
+  d.learning_rate = 1e-3  # Peak Adam learning rate (linear warm-up, cosine decay to 1/10).
+  d.warmup_steps = 100  # Linear warm-up steps (at most half the run).
+  d.grad_clip = 1.0  # Global gradient-norm clip.
+  d.ema_decay = 0.999  # EMA of the weights to sample with, in [0, 1).
+  d.width = 256  # Hidden width of the residual MLP.
+  d.depth = 3  # Residual blocks.
+  d.cond_features = 128  # Width of the condition embedding.
+  d.time_features = 64  # Size of the sinusoidal time embedding.
+  d.dropout = 0.0  # Dropout in the residual blocks, in [0, 1).
+  d.prediction = "v"  # Network target: 'v' or 'eps'.
+  d.cond_drop_prob = 0.0  # Classifier-free guidance: P(condition replaced by null), [0, 1).
+  d.steps_per_call = 100  # Optimiser steps fused in one jitted call (lax.scan).
+
+  d = c.consistency = ml_collections.ConfigDict()  # `baselines.consistency` (distillation).
+  d.steps = 2000  # Optimiser steps.
+  d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
+  d.learning_rate = 1e-4  # Adam learning rate (constant after a linear warm-up).
+  d.warmup_steps = 100  # Linear warm-up steps (at most half the run).
+  d.grad_clip = 1.0  # Global gradient-norm clip.
+  d.grid_steps = 40  # Teacher DDIM steps spanning the log-SNR range.
+  d.target_decay = 0.95  # EMA of the student that gives the targets, in [0, 1).
+  d.ema_decay = 0.999  # EMA of the student to sample with, in [0, 1).
+  d.restart_logsnr = 2.0  # Log-SNR the multistep sampler re-noises to, inside (-15, 15).
+  d.steps_per_call = 100  # Optimiser steps fused in one jitted call (lax.scan).
+
+  d = c.pixel_wgcs = ml_collections.ConfigDict()  # `baselines.pixel_wgcs` (WGAN-GP on pixels).
+  d.steps = 5000  # Generator updates (each after n_critic critic updates).
+  d.batch_size = 256  # Examples per update, drawn with replacement from the pairs.
+  d.learning_rate = 1e-4  # Generator Adam learning rate.
+  d.critic_learning_rate = 1e-4  # Critic Adam learning rate.
+  d.b1 = 0.5  # Adam β1 (both networks).
+  d.b2 = 0.9  # Adam β2 (both networks).
+  d.grad_clip = 10.0  # Global gradient-norm clip (both networks).
+  d.n_critic = 5  # Critic updates per generator update.
+  d.gp_weight = 10.0  # Gradient-penalty weight.
+  d.noise_dim = 32  # Size of η.
+  d.embed_features = 32  # Width of the label embeddings (generator and critic).
+  d.widths = (256, 512, 1024)  # Generator MLP widths, before the pixel layer.
+  d.critic_widths = (512, 256)  # Critic MLP widths.
+  d.steps_per_call = 50  # Generator updates fused in one jitted call (lax.scan).
+
+  d = c.cvae = ml_collections.ConfigDict()  # `baselines.cvae` (conditional VAE, pairs only).
+  d.steps = 3000  # Optimiser steps.
+  d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
+  d.learning_rate = 1e-3  # Adam learning rate (constant).
+  d.grad_clip = 10.0  # Global gradient-norm clip.
+  d.latent_dim = 16  # Size of z.
+  d.beta = 1.0  # Weight of the KL term (1 = the ELBO).
+  d.embed_features = 32  # Width of the label embedding (encoder and decoder).
+  d.encoder_widths = (1024, 512)  # Encoder MLP widths.
+  d.decoder_widths = (512, 1024)  # Decoder MLP widths.
+  d.steps_per_call = 100  # Optimiser steps fused in one jitted call (lax.scan).
+
+  d = c.superres_regressor = ml_collections.ConfigDict()  # `baselines.superres.Regressor`.
+  d.steps = 2000  # Adam steps (cosine decay to 0).
+  d.batch_size = 64  # Pairs per step, drawn with replacement.
+  d.learning_rate = 1e-3  # Initial Adam learning rate.
+  d.features = (32, 32, 32)  # Channels of the hidden 3x3 conv layers.
+  d.steps_per_call = 500  # Steps between progress lines.
   return c
+
+
+BASELINES = ("latent_diffusion", "consistency", "pixel_wgcs", "cvae", "superres_regressor")
+# Per baseline section: fields that must be positive, and fields in [0, 1).
+_POSITIVE = ("steps", "batch_size", "learning_rate", "critic_learning_rate", "grad_clip")
+_POSITIVE += ("steps_per_call", "width", "depth", "cond_features", "time_features")
+_POSITIVE += ("grid_steps", "n_critic", "noise_dim", "embed_features", "latent_dim")
+_UNIT = ("ema_decay", "dropout", "cond_drop_prob", "target_decay", "b1", "b2")
+
+
+def check_section(name: str, section: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field if baseline section `name` has a bad value."""
+  from lsdm_jax.errors import ConfigError
+
+  if not isinstance(section, ml_collections.ConfigDict):
+    raise ConfigError(f"{name}: pass the config section, e.g. base_config().{name}")
+  _check_types(section, base_config()[name], name)
+  for field, value in section.items():
+    where = f"{name}.{field}={value!r}"
+    if field in _POSITIVE and not value > 0:
+      raise ConfigError(f"{where} must be a positive number")
+    if field in _UNIT and not 0 <= value < 1:
+      raise ConfigError(f"{where} must be in [0, 1)")
+    if field in ("warmup_steps", "gp_weight", "beta") and not value >= 0:
+      raise ConfigError(f"{where} must be >= 0")
+    if isinstance(value, tuple) and (not value or any(w < 1 for w in value)):
+      raise ConfigError(f"{where} must be one or more positive widths")
+  if name == "latent_diffusion":
+    _choice(section.prediction, PREDICTIONS, "latent_diffusion.prediction")
+  lo, hi = LOGSNR_RANGE
+  if name == "consistency" and not lo < section.restart_logsnr < hi:
+    raise ConfigError(
+      f"consistency.restart_logsnr={section.restart_logsnr!r} must be in ({lo}, {hi})"
+    )
 
 
 def _choice(value, allowed, field):
@@ -211,6 +313,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ("stage2.b1", "stage2.b2"):
     if not 0 <= c.stage2[field.split(".")[1]] < 1:
       raise ConfigError(f"{field}={c.stage2[field.split('.')[1]]!r} must be in [0, 1)")
+  for name in BASELINES:
+    check_section(name, c[name])
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:

@@ -1,8 +1,10 @@
-"""The training loop shared by the stages: resume, checkpoints, progress, NaN policy.
+"""The training loop shared by the stages and the baselines: train state, optimiser,
+resume, checkpoints, progress, NaN policy.
 
 A step function advances the state by `steps_per_call` optimiser steps in one jitted
-call. Training state is checkpointed with Orbax every `save_every` steps and at the end;
-a rerun restores the newest readable checkpoint and continues, and a finished stage
+call (the last call of a run whose length is not a multiple of it is shorter). Training
+state is checkpointed with Orbax every `save_every` steps and at the end; a rerun
+restores the newest readable checkpoint and continues, and a finished stage
 (`meta['done']`) is skipped.
 
 Resume is exact because `TrainState.step` *is* the position of the PRNG stream and of
@@ -18,6 +20,9 @@ the step is counted instead, and at the next log or save step `run` stops with a
 later steps is written; with `skip_nonfinite` those steps are skipped and training goes on.
 Metrics reach the host only on log steps.
 
+The baselines train through the same loop without a checkpoint manager
+(`train_in_memory`): no resume, no files, the same progress lines and NaN policy.
+
 Progress: every log step is a log line (step, loss terms, steps/s, ETA) and, on the main
 process, one JSON line in `metrics.jsonl` beside the stage's checkpoint directory (the
 workdir); a resumed run appends, so steps after the last checkpoint may appear twice (the
@@ -28,6 +33,7 @@ terminal a one-line progress bar on stderr is redrawn as the steps go.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -40,6 +46,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 
 from lsdm_jax import checkpoints, parallel, summaries
@@ -102,6 +109,35 @@ def guarded_update(state: TrainState, finite: jax.Array, params, opt_state) -> T
   )
 
 
+def make_optimizer(
+  learning_rate: float | optax.Schedule,
+  *,
+  clip_norm: float | None = 10.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  weight_decay: float | None = None,
+) -> optax.GradientTransformation:
+  """Adam (AdamW with `weight_decay`) after clipping the gradients' global norm.
+
+  Args:
+    learning_rate: a constant or an optax schedule of the step.
+    clip_norm: the largest global gradient norm (None: no clipping).
+    b1, b2: Adam's moment decays.
+    weight_decay: decoupled weight decay (None: plain Adam).
+  """
+  if weight_decay is None:
+    adam = optax.adam(learning_rate, b1=b1, b2=b2)
+  else:
+    adam = optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+  return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+
+
+def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
+  """(new params, new optimiser state) after one update of `tx` with `grads`."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
 def ema_update(ema, params, decay: float, step: jax.Array):
   """Exponential moving average of a weight tree after optimiser step `step` (0-based).
 
@@ -136,7 +172,7 @@ class LoopConfig:
     return cls(
       name=name,
       num_steps=cfg.steps,
-      steps_per_call=cfg.steps_per_call,
+      steps_per_call=cfg.get("steps_per_call", 1),
       log_every=cfg.log_every,
       save_every=cfg.save_every,
       keep=cfg.keep,
@@ -173,8 +209,8 @@ def run(
   state: TrainState,
   step_fn: Callable[[TrainState, Any], tuple[TrainState, dict]],
   batch_fn: Callable[[int], Any],
-  manager,
-  meta: dict,
+  manager=None,
+  meta: dict | None = None,
   *,
   on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
@@ -184,9 +220,10 @@ def run(
     loop: counts and policies.
     state: a freshly initialised (sharded) state; its structure is the restore target.
     step_fn: jitted (state, batch) → (state, metrics) advancing `steps_per_call` steps.
-    batch_fn: step → batch for the call that starts at `step` (None if the step samples
-      its own data on device).
-    manager: from `checkpoints.make_manager`.
+    batch_fn: step → the second argument of `step_fn` for the call that starts at
+      `step` (a batch; None if the step samples its own data on device).
+    manager: from `checkpoints.make_manager`; None trains in memory (no resume, no
+      checkpoints, no metrics.jsonl or TensorBoard events).
     meta: JSON-able facts saved beside each checkpoint (the stage's config...).
     on_log: called on the main process with (step, metrics) at each log step.
 
@@ -197,10 +234,13 @@ def run(
     NonFiniteError: a step had a non-finite loss or gradient (unless skip_nonfinite).
   """
   history: list[dict[str, float]] = []
+  meta = {} if meta is None else meta
   _SKIP_WARNED.pop(loop.name, None)
-  restored = checkpoints.restore_latest(
-    manager, checkpoints.abstract_like(state), what=loop.name, set_aside_unreadable=True
-  )
+  restored = None
+  if manager is not None:
+    restored = checkpoints.restore_latest(
+      manager, checkpoints.abstract_like(state), what=loop.name, set_aside_unreadable=True
+    )
   if restored is not None:
     state, saved_meta, step = restored
     _check_same_config(loop.name, manager.directory, saved_meta.get("config"), meta.get("config"))
@@ -214,17 +254,19 @@ def run(
   step = start
   bar = ProgressBar(loop.name, loop.num_steps) if parallel.is_main_process() else None
   # The scalars of metrics.jsonl again, for TensorBoard (written out also on an error).
-  events = summaries.SummaryWriter(pathlib.Path(manager.directory).parent / "tensorboard")
+  events = contextlib.nullcontext()
+  if manager is not None:
+    events = summaries.SummaryWriter(pathlib.Path(manager.directory).parent / "tensorboard")
   with events:
     while step < loop.num_steps:
       state, metrics = step_fn(state, batch_fn(step))
       parallel.dispatch_barrier(state.step)
-      step += loop.steps_per_call
+      step = min(step + loop.steps_per_call, loop.num_steps)
       if bar is not None:
         bar.update(step, (step - s0) / max(time.perf_counter() - t0, 1e-9))
       is_last = step >= loop.num_steps
       if step % loop.log_every == 0 or is_last or step % loop.save_every == 0:
-        _check_finite(loop, state, is_last)
+        _check_finite(loop, state, is_last, resumable=manager is not None)
       if step % loop.log_every == 0 or is_last:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         elapsed = time.perf_counter() - t0
@@ -237,10 +279,11 @@ def run(
           )
           eta = (loop.num_steps - step) / max(rate, 1e-9)
           bar.clear()
-          _append_jsonl(manager, loop.name, metrics)
-          events.write_scalars(
-            step, {f"{loop.name}/{k}": v for k, v in metrics.items() if k != "step"}
-          )
+          if manager is not None:
+            _append_jsonl(manager, loop.name, metrics)
+            events.write_scalars(
+              step, {f"{loop.name}/{k}": v for k, v in metrics.items() if k != "step"}
+            )
           logging.info(
             "%s step %d/%d (%.0f%%) %s | %.1f steps/s, ETA %s",
             loop.name,
@@ -253,7 +296,7 @@ def run(
           )
           if on_log is not None:
             on_log(step, metrics)
-      if step % loop.save_every == 0 or is_last:
+      if manager is not None and (step % loop.save_every == 0 or is_last):
         checkpoints.save(
           manager,
           step,
@@ -265,6 +308,35 @@ def run(
   if bar is not None:
     bar.clear()
   return state, history
+
+
+def train_in_memory(
+  name: str,
+  state: TrainState,
+  call: Callable[[TrainState, int], tuple[TrainState, dict]],
+  *,
+  steps: int,
+  steps_per_call: int,
+) -> tuple[TrainState, dict[str, np.ndarray]]:
+  """`run` without checkpoints, one log step per call: how the baselines train.
+
+  Args:
+    name: the model's name in log lines and errors (its config section).
+    state: the initial state.
+    call: (state, n) → (state, metrics) running n optimiser steps in one jitted call,
+      n = min(steps_per_call, steps left); metrics are scalars (e.g. means over the call).
+    steps, steps_per_call: run length and steps per call.
+
+  Returns:
+    The trained state and its history: per call `step` (steps done), the metrics and
+    `steps_per_sec`, each an array.
+
+  Raises:
+    NonFiniteError: a step had a non-finite loss, gradient or update.
+  """
+  cfg = LoopConfig(name, steps, steps_per_call, log_every=steps_per_call, save_every=steps)
+  state, history = run(cfg, state, call, lambda step: min(steps_per_call, steps - step))
+  return state, {k: np.asarray([h[k] for h in history]) for k in history[0]}
 
 
 class ProgressBar:
@@ -332,10 +404,15 @@ def _check_same_config(name: str, directory, saved: str | None, current: str | N
 _SKIP_WARNED: dict[str, tuple[float, int]] = {}  # Stage → (time, count) of its last warning.
 
 
-def _check_finite(loop: LoopConfig, state: TrainState, is_last: bool) -> None:
+def _check_finite(loop: LoopConfig, state: TrainState, is_last: bool, resumable: bool) -> None:
   """Stops on the first non-finite step (its update was not applied), or warns if skipped
   (when the count grew, at most once a minute per stage, and at the end)."""
   bad, first = (int(v) for v in jax.device_get((state.nonfinite, state.first_nonfinite)))
+  if bad and not resumable:
+    raise NonFiniteError(
+      f"{loop.name}: non-finite loss, gradient or update in step {first + 1} of "
+      f"{loop.num_steps}; lower {loop.name}.learning_rate"
+    )
   if bad and not loop.skip_nonfinite:
     raise NonFiniteError(
       f"{loop.name}: non-finite loss, gradient or update in step {first + 1} of "
@@ -354,9 +431,3 @@ def _check_finite(loop: LoopConfig, state: TrainState, is_last: bool) -> None:
       first + 1,
     )
     _SKIP_WARNED[loop.name] = (now, bad)
-
-
-def numpy_metrics(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
-  """History as arrays, for plots."""
-  keys = sorted({k for h in history for k in h})
-  return {k: np.array([h.get(k, np.nan) for h in history]) for k in keys}

@@ -39,7 +39,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
   schedule = optax.warmup_cosine_decay_schedule(
     0.0, cfg.learning_rate, min(cfg.warmup_steps, cfg.steps - 1), cfg.steps, cfg.learning_rate / 20
   )
-  return optax.chain(optax.clip_by_global_norm(10.0), optax.adamw(schedule, weight_decay=1e-4))
+  return loop.make_optimizer(schedule, weight_decay=1e-4)
 
 
 def loss_fn(model: Autoencoder, cfg, params, images: jax.Array, key: jax.Array):
@@ -71,8 +71,7 @@ def make_train_step(model, tx, cfg, mesh, shardings, base_key):
     key = jax.random.fold_in(base_key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, model, cfg), has_aux=True)
     (_, metrics), grads = grad_fn(state.params, images, key)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
     finite = loop.all_finite(metrics["loss"], grads)
     return loop.guarded_update(state, finite, params, opt_state), metrics
 

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from lsdm_jax import checkpoints, loop, parallel, semi, wasserstein
 from lsdm_jax import config as config_lib
@@ -71,10 +70,6 @@ def make_critics(cfg: ml_collections.ConfigDict, task: Task, latent_dim: int) ->
       "none", hidden=hidden, latent_dim=latent_dim, activation=act
     )
   return critics
-
-
-def _adam(lr: float, cfg) -> optax.GradientTransformation:
-  return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
 
 
 def _constrain(x: jax.Array, lead: int, mesh) -> jax.Array:
@@ -121,8 +116,8 @@ class Stage2:
     self.decoder = decoder
     self.generator = make_generator(cfg, task, latent_dim)
     self.critics = make_critics(cfg, task, latent_dim) if cfg.estimator == "critic" else {}
-    self.gen_tx = _adam(cfg.learning_rate, cfg)
-    self.critic_tx = _adam(cfg.critic_learning_rate, cfg)
+    self.gen_tx = loop.make_optimizer(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+    self.critic_tx = loop.make_optimizer(cfg.critic_learning_rate, b1=cfg.b1, b2=cfg.b2)
     # stage2.seed re-seeds stage 2 alone, on the same stage 1 (whose seed is config.seed).
     seed = config.seed if cfg.seed < 0 else cfg.seed
     root = jax.random.fold_in(jax.random.key(seed), 3)
@@ -152,17 +147,8 @@ class Stage2:
     return self.generator.apply({"params": gen_params}, eta, x)
 
   def _critic_fn(self, name: str, params, x: jax.Array | None):
-    """(z, stride=1) ↦ f(x[::stride], z) for the critic `name` (a `CriticFn`), with the
-    condition's share computed once for the whole batch."""
-    critic = self.critics[name]
-    variables = {"params": params[name]}
-    cond = None if x is None else critic.apply(variables, x, method=Critic.condition)
-
-    def f(z, stride=1):
-      c = None if cond is None else cond[::stride]
-      return critic.apply(variables, c, z, method=Critic.head)
-
-    return f
+    """f(x, ·) of the critic `name` (a `CriticFn`)."""
+    return wasserstein.critic_fn(self.critics[name], params[name], x)
 
   def _critic_phase(self, params, opt_state, data, key):
     """n_critic updates of the critic(s) against the current generator.
@@ -182,34 +168,28 @@ class Stage2:
       batches["real_m"] = _sample_rows(k_un, data["z_unpaired"], shape, mesh)
     batches = jax.lax.stop_gradient(batches)
 
-    def one(carry, inputs):
-      (cparams, copt), (b, k) = carry, inputs
+    def loss(cp, b, k):
       k_gp, k_gp2 = jax.random.split(k)
+      f = self._critic_fn("critic", cp, b["x"])
+      total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, cfg.gp_weight, cfg.gp_stride)
+      if "marginal_critic" in cp:
+        g = self._critic_fn("marginal_critic", cp, None)
+        t2, m2 = wasserstein.critic_loss(
+          g, b["real_m"], b["fake_m"], k_gp2, cfg.gp_weight, cfg.gp_stride
+        )
+        total = total + t2
+        m = {**m, "w1_marginal": m2["w1_critic"]}
+      return total, m
 
-      def loss(cp):
-        f = self._critic_fn("critic", cp, b["x"])
-        total, m = wasserstein.critic_loss(f, b["z"], b["fake"], k_gp, cfg.gp_weight, cfg.gp_stride)
-        if "marginal_critic" in cp:
-          g = self._critic_fn("marginal_critic", cp, None)
-          t2, m2 = wasserstein.critic_loss(
-            g, b["real_m"], b["fake_m"], k_gp2, cfg.gp_weight, cfg.gp_stride
-          )
-          total = total + t2
-          m = {**m, "w1_marginal": m2["w1_critic"]}
-        return total, m
-
-      (_, m), grads = jax.value_and_grad(loss, has_aux=True)(cparams)
-      new_p, new_o = {}, {}
-      for n in names:
-        upd, new_o[n] = self.critic_tx.update(grads[n], copt[n], cparams[n])
-        new_p[n] = optax.apply_updates(cparams[n], upd)
-      return (new_p, new_o), (m, loop.all_finite(grads))
-
-    init = ({n: params[n] for n in names}, {n: opt_state[n] for n in names})
-    (cparams, copt), (metrics, finite) = jax.lax.scan(
-      one, init, (batches, jax.random.split(k_steps, cfg.n_critic))
+    return wasserstein.critic_phase(
+      loss,
+      self.critic_tx,
+      {n: params[n] for n in names},
+      {n: opt_state[n] for n in names},
+      batches,
+      k_steps,
+      cfg.n_critic,
     )
-    return cparams, copt, jax.tree.map(lambda v: v[-1], metrics), jnp.all(finite)
 
   def _generator_loss(self, gen_params, critic_params, data, key):
     cfg = self.cfg
@@ -218,7 +198,7 @@ class Stage2:
     fake = self.generate_latents(gen_params, x, k_eta)
     metrics = {}
     if cfg.estimator == "critic":
-      loss = -jnp.mean(self._critic_fn("critic", critic_params, x)(fake))
+      loss = wasserstein.generator_loss(self._critic_fn("critic", critic_params, x), fake)
     else:
       phi = wasserstein.condition_features(x, self.task.cond_kind, self.task.num_classes)
       loss = wasserstein.sinkhorn_divergence(
@@ -232,7 +212,8 @@ class Stage2:
       xp = _sample_rows(k_prior, data["x"], (cfg.batch_size,), self.mesh)
       fake_m = self.generate_latents(gen_params, xp, k_eta2)
       if cfg.estimator == "critic":
-        marginal = -jnp.mean(self._critic_fn("marginal_critic", critic_params, None)(fake_m))
+        marginal_fn = self._critic_fn("marginal_critic", critic_params, None)
+        marginal = wasserstein.generator_loss(marginal_fn, fake_m)
       else:
         real_m = _sample_rows(k_un, data["z_unpaired"], (cfg.batch_size,), self.mesh)
         marginal = wasserstein.sinkhorn_divergence(
@@ -263,10 +244,9 @@ class Stage2:
     (_, gm), grads = jax.value_and_grad(self._generator_loss, has_aux=True)(
       params["generator"], critic_params, data, k_gen
     )
-    upd, opt_state["generator"] = self.gen_tx.update(
-      grads, opt_state["generator"], params["generator"]
+    params["generator"], opt_state["generator"] = loop.apply_gradients(
+      self.gen_tx, grads, opt_state["generator"], params["generator"]
     )
-    params["generator"] = optax.apply_updates(params["generator"], upd)
     if "generator_ema" in params:
       params["generator_ema"] = loop.ema_update(
         params["generator_ema"], params["generator"], self.cfg.ema_decay, state.step

@@ -8,6 +8,11 @@ one-hot label (or the flattened low-resolution image, scaled to unit RMS per pix
 `cond_scale` sets how much moving mass across conditions costs compared to moving it
 in latent space. A large scale makes transport stay within a class, i.e. it matches
 the conditional laws one by one, which is what we want when the x-marginals are equal.
+
+The critic's training is shared by stage 2 and the pixel-space baseline: `critic_fn`
+evaluates a critic module with its condition embedded once per batch, `critic_phase`
+runs the n_critic updates of a generator step in one `lax.scan`, and `generator_loss` is
+the generator's side of the dual.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from ott.geometry import costs
 from ott.tools import sinkhorn_divergence as sd
 
@@ -71,6 +77,64 @@ def critic_loss(
   gp_fn = critic_fn if s == 1 else functools.partial(critic_fn, stride=s)
   gp = gradient_penalty(gp_fn, z_real[::s], z_fake[::s], key)
   return -w1 + gp_weight * gp, {"w1_critic": w1, "gradient_penalty": gp}
+
+
+def critic_fn(critic, params, x: jax.Array | None) -> CriticFn:
+  """(z, stride=1) ↦ f(x[::stride], z) for a critic module with `condition` and `head`
+  methods, the condition's share computed once for the batch (x None: no condition)."""
+  variables = {"params": params}
+  cond = None if x is None else critic.apply(variables, x, method="condition")
+
+  def f(z, stride=1):
+    c = None if cond is None else cond[::stride]
+    return critic.apply(variables, c, z, method="head")
+
+  return f
+
+
+def generator_loss(critic: CriticFn, fake: jax.Array) -> jax.Array:
+  """−E f(x, G(η, x)): the generator's side of the dual, to minimise."""
+  return -jnp.mean(critic(fake))
+
+
+def critic_phase(
+  loss_fn: Callable,
+  tx: optax.GradientTransformation,
+  params: dict,
+  opt_state: dict,
+  batches,
+  key: jax.Array,
+  num_updates: int,
+) -> tuple[dict, dict, dict[str, jax.Array], jax.Array]:
+  """`num_updates` critic updates in one `lax.scan`, against a fixed generator.
+
+  Args:
+    loss_fn: (params, batch, key) → (loss, metrics) for one update.
+    tx: the critics' optimiser, applied to each named tree of `params` on its own (each
+      critic's gradient is clipped by its own norm).
+    params, opt_state: {name: tree} of the critic(s).
+    batches: a tree whose leaves stack the updates' batches on axis 0.
+    key: split into one key per update.
+    num_updates: the number of updates (n_critic).
+
+  Returns:
+    (params, opt_state, the last update's metrics, whether every gradient was finite).
+  """
+
+  def one(carry, inputs):
+    (cparams, copt), (batch, k) = carry, inputs
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(cparams, batch, k)
+    new_p, new_o = {}, {}
+    for name in cparams:
+      updates, new_o[name] = tx.update(grads[name], copt[name], cparams[name])
+      new_p[name] = optax.apply_updates(cparams[name], updates)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    return (new_p, new_o), (metrics, finite)
+
+  (params, opt_state), (metrics, finite) = jax.lax.scan(
+    one, (params, opt_state), (batches, jax.random.split(key, num_updates))
+  )
+  return params, opt_state, jax.tree.map(lambda v: v[-1], metrics), jnp.all(finite)
 
 
 def sinkhorn_divergence(

@@ -251,3 +251,44 @@ def test_ema_update_warms_up_then_averages_with_the_given_decay():
   # Decay 0 tracks the weights exactly.
   ema = loop.ema_update({"w": jnp.zeros(3)}, {"w": jnp.arange(3.0)}, 0.0, jnp.int32(50))
   np.testing.assert_array_equal(ema["w"], jnp.arange(3.0))
+
+
+def test_train_in_memory_runs_calls_of_steps_per_call_the_last_one_shorter():
+  calls = []
+
+  def call(state, n):
+    calls.append(n)
+    return state.replace(step=state.step + n), {"loss": jnp.float32(n)}
+
+  state, history = loop.train_in_memory("toy", _fresh(), call, steps=12, steps_per_call=5)
+  assert calls == [5, 5, 2] and int(state.step) == 12
+  np.testing.assert_array_equal(history["step"], [5, 10, 12])
+  np.testing.assert_array_equal(history["loss"], [5.0, 5.0, 2.0])
+  assert set(history) == {"step", "loss", "steps_per_sec"}
+
+
+def test_train_in_memory_stops_on_a_nonfinite_step_naming_the_model():
+  step = _make_step(nan_at=3)
+
+  def call(state, n):
+    metrics = {}
+    for _ in range(n):
+      state, metrics = step(state, _batch(int(state.step)))
+    return state, metrics
+
+  with pytest.raises(NonFiniteError, match=r"toy: .* in step 4 of 6; lower toy.learning_rate"):
+    loop.train_in_memory("toy", _fresh(), call, steps=6, steps_per_call=2)
+
+
+def test_make_optimizer_is_clipping_then_adam():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # Global norm 50.
+  tx = loop.make_optimizer(0.1, clip_norm=5.0, b1=0.5, b2=0.9)
+  ref = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(0.1, b1=0.5, b2=0.9))
+  got, _ = loop.apply_gradients(tx, grads, tx.init(params), params)
+  want = optax.apply_updates(params, ref.update(grads, ref.init(params), params)[0])
+  np.testing.assert_array_equal(got["w"], want["w"])
+  adamw = loop.make_optimizer(0.1, clip_norm=None, weight_decay=0.1)
+  zero = {"w": jnp.zeros(3)}
+  decayed, _ = loop.apply_gradients(adamw, zero, adamw.init(params), params)
+  np.testing.assert_allclose(decayed["w"], 1.0 - 0.1 * 0.1, rtol=1e-6)  # Decay alone.

@@ -16,7 +16,8 @@ f is the denoiser's own clean-latent estimate, ẑ = α z_t − σ v̂, which te
 clean end of the grid (the boundary condition).
 
 Sampling with k steps: f at pure noise, then k − 1 times re-noise to `restart_logsnr`
-(evenly spaced log-SNRs up to it) and apply f again.
+(evenly spaced log-SNRs up to it) and apply f again. Settings: the `consistency` section of
+`lsdm_jax.config.base_config()`.
 """
 
 from __future__ import annotations
@@ -27,60 +28,23 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
-from flax import struct
 
 from lsdm_jax import loop
 from lsdm_jax.baselines import latent_diffusion as ld
-from lsdm_jax.baselines.paired_data import train_in_calls
+from lsdm_jax.baselines import paired_data
 from lsdm_jax.errors import ConfigError
 
 Params = Any
 
 
-@dataclasses.dataclass(frozen=True)
-class ConsistencyConfig:
-  """Hyperparameters of consistency distillation (`ConsistencyConfig(**d)`)."""
-
-  steps: int = 2000  # optimiser steps
-  batch_size: int = 256  # examples per step, drawn with replacement from the pairs
-  lr: float = 1e-4  # Adam learning rate (constant after a linear warm-up)
-  warmup_steps: int = 100  # linear learning-rate warm-up
-  grad_clip: float = 1.0  # global gradient-norm clip
-  grid_steps: int = 40  # teacher DDIM steps spanning the log-SNR range
-  target_decay: float = 0.95  # EMA of the student that gives the targets (μ)
-  ema_decay: float = 0.999  # EMA of the student to sample with
-  restart_logsnr: float = 2.0  # log-SNR the multistep sampler re-noises to (last step)
-  steps_per_call: int = 100  # optimiser steps fused in one jitted call
-
-  def __post_init__(self):
-    for name in ("steps", "batch_size", "grid_steps", "steps_per_call"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"consistency {name}={getattr(self, name)}; use a positive integer")
-    for name in ("target_decay", "ema_decay"):
-      if not 0.0 <= getattr(self, name) < 1.0:
-        raise ConfigError(f"consistency {name}={getattr(self, name)}; use a value in [0, 1)")
-    if not ld.LOGSNR_MIN < self.restart_logsnr < ld.LOGSNR_MAX:
-      raise ConfigError(
-        f"consistency restart_logsnr={self.restart_logsnr}; use a value in "
-        f"({ld.LOGSNR_MIN}, {ld.LOGSNR_MAX})"
-      )
-
-
-@struct.dataclass
-class State:
-  step: jax.Array
-  params: Params
-  target: Params
-  ema: Params
-  opt_state: optax.OptState
-
-
-def _optimizer(config: ConsistencyConfig) -> optax.GradientTransformation:
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Adam, constant after a linear warm-up (at most half the run), after clipping."""
   warmup = min(config.warmup_steps, config.steps // 2)
-  schedule = optax.linear_schedule(0.0, config.lr, max(warmup, 1))
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(schedule))
+  schedule = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
+  return loop.make_optimizer(schedule, clip_norm=config.grad_clip)
 
 
 def clean_estimate(model: ld.Denoiser, params, z_t, logsnr, x) -> jax.Array:
@@ -102,12 +66,16 @@ def _teacher_step(model, params, z_t, logsnr_t, logsnr_s, x) -> jax.Array:
   return alpha_s * z0 + sigma_s * eps
 
 
-def _train_call(state, data, teacher, key, *, model, config, num_steps):
-  tx = _optimizer(config)
+@functools.partial(jax.jit, static_argnames=("model", "config", "num_steps"), donate_argnums=0)
+def train_call(state, data, teacher, key, *, model, config, num_steps: int):
+  """`num_steps` distillation steps in one `lax.scan`, step k's randomness from
+  fold_in(key, k); params are {'model' (the student), 'target', 'ema'}. Returns the state
+  and the call's mean `loss`."""
+  tx = make_optimizer(config)
   grid = jnp.asarray(ld.sampling_grid(config.grid_steps))
   x_all, z_all = data
 
-  def body(s: State, _):
+  def body(s: loop.TrainState, _):
     k = jax.random.fold_in(key, s.step)
     k_idx, k_n, k_eps = jax.random.split(k, 3)
     idx = jax.random.randint(k_idx, (config.batch_size,), 0, z_all.shape[0])
@@ -117,26 +85,21 @@ def _train_call(state, data, teacher, key, *, model, config, num_steps):
     alpha, sigma = ld.alpha_sigma(lo[:, None])
     z_lo = alpha * z + sigma * jax.random.normal(k_eps, z.shape)
     z_hi = _teacher_step(model, teacher, z_lo, lo, hi, x)
-    target = jax.lax.stop_gradient(clean_estimate(model, s.target, z_hi, hi, x))
+    target = jax.lax.stop_gradient(clean_estimate(model, s.params["target"], z_hi, hi, x))
 
     def loss_fn(p):
       return jnp.mean(jnp.sum(jnp.square(clean_estimate(model, p, z_lo, lo, x) - target), -1))
 
-    loss, grads = jax.value_and_grad(loss_fn)(s.params)
-    updates, opt_state = tx.update(grads, s.opt_state, s.params)
-    params = optax.apply_updates(s.params, updates)
-    tgt = jax.tree.map(
-      lambda t, p: config.target_decay * t + (1 - config.target_decay) * p, s.target, params
-    )
-    ema = loop.ema_update(s.ema, params, config.ema_decay, s.step)
-    return State(s.step + 1, params, tgt, ema, opt_state), {"loss": loss}
+    loss, grads = jax.value_and_grad(loss_fn)(s.params["model"])
+    params, opt_state = loop.apply_gradients(tx, grads, s.opt_state, s.params["model"])
+    decay = config.target_decay
+    tgt = jax.tree.map(lambda t, p: decay * t + (1 - decay) * p, s.params["target"], params)
+    ema = loop.ema_update(s.params["ema"], params, config.ema_decay, s.step)
+    new = {"model": params, "target": tgt, "ema": ema}
+    return loop.guarded_update(s, loop.all_finite(loss, grads), new, opt_state), {"loss": loss}
 
-  return jax.lax.scan(body, state, None, length=num_steps)
-
-
-_train_call_jit = jax.jit(
-  _train_call, static_argnames=("model", "config", "num_steps"), donate_argnums=0
-)
+  state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+  return state, jax.tree.map(jnp.mean, metrics)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "restart_logsnr"))
@@ -156,11 +119,17 @@ def sample(model, params, x, key, *, num_steps: int = 1, restart_logsnr: float =
 
 @dataclasses.dataclass(frozen=True)
 class ConsistencyModel:
-  """A distilled consistency model: the teacher's denoiser definition and its own weights."""
+  """A distilled consistency model: the teacher's denoiser definition and its own weights.
+
+  Attributes:
+    model: the denoiser (the teacher's definition).
+    params: the student's EMA weights.
+    restart_logsnr: the log-SNR the multistep sampler re-noises to.
+  """
 
   model: ld.Denoiser
   params: Params
-  config: ConsistencyConfig
+  restart_logsnr: float
 
   @classmethod
   def distill(
@@ -169,48 +138,43 @@ class ConsistencyModel:
     x,
     z,
     *,
-    config: ConsistencyConfig = ConsistencyConfig(),
+    config: ml_collections.ConfigDict | None = None,
     seed: int = 0,
   ) -> tuple[ConsistencyModel, dict[str, np.ndarray]]:
-    """Distils `teacher` on the pairs (x, z) it was trained on; returns (model, history)."""
+    """Distils `teacher` on the pairs (x, z) it was trained on.
+
+    Args:
+      teacher: the trained latent diffusion model; the student starts from its weights.
+      x, z: its paired conditions (N, ...) and standardised latents (N, d).
+      config: the `consistency` section of `base_config()` (None: its defaults).
+      seed: the distillation's randomness (batches, grid levels, noise).
+
+    Returns:
+      (the model, history): see `loop.train_in_memory` (metric `loss`).
+    """
+    config = paired_data.settings("consistency", config)
     model = teacher.model
     x = jnp.asarray(x)
     z = jnp.asarray(z, jnp.float32)
     params = jax.tree.map(jnp.copy, teacher.params)
-    state = State(
-      jnp.zeros((), jnp.int32),
-      params,
-      jax.tree.map(jnp.copy, params),
-      jax.tree.map(jnp.copy, params),
-      _optimizer(config).init(params),
-    )
+    copies = {"target": jax.tree.map(jnp.copy, params), "ema": jax.tree.map(jnp.copy, params)}
+    opt_state = make_optimizer(config).init(params)
+    state = loop.TrainState.create({"model": params, **copies}, opt_state)
     key = jax.random.key(seed)
-
-    def call(s, n):
-      return _train_call_jit(
-        s, (x, z), teacher.params, key, model=model, config=config, num_steps=n
-      )
-
-    state, history = train_in_calls(
-      call,
+    state, history = loop.train_in_memory(
+      "consistency",
       state,
+      lambda s, n: train_call(
+        s, (x, z), teacher.params, key, model=model, config=config, num_steps=n
+      ),
       steps=config.steps,
       steps_per_call=config.steps_per_call,
-      names=("loss",),
-      what="consistency distillation",
-      fix="lower ConsistencyConfig.lr",
     )
-    return cls(model, state.ema, config), history
+    return cls(model, state.params["ema"], config.restart_logsnr), history
 
-  def sample(self, x, key, num_steps: int = 1) -> jax.Array:
+  def sample(self, x, key: jax.Array, num_steps: int = 1) -> jax.Array:
     """(B, latent_dim) standardised latents, one per condition, in `num_steps` steps."""
     if num_steps < 1:
       raise ConfigError(f"num_steps={num_steps}; use a positive integer")
-    return sample(
-      self.model,
-      self.params,
-      jnp.asarray(x),
-      key,
-      num_steps=num_steps,
-      restart_logsnr=self.config.restart_logsnr,
-    )
+    kw = {"num_steps": num_steps, "restart_logsnr": self.restart_logsnr}
+    return sample(self.model, self.params, jnp.asarray(x), key, **kw)

@@ -2,23 +2,19 @@
 
 LSDM's stage 2 learns p(z | x) with a one-step generator; this baseline learns the same law
 from the same paired latents (x, z = E(y)) with an iterative denoiser, so a comparison of
-the two isolates the generator. Samples come from DDIM (deterministic with eta = 0), DDPM
-ancestral steps or DPM-Solver++(2M), then y = D(z).
+the two isolates the generator. Samples come from DDIM (deterministic with eta = 0), then
+y = D(z). Settings: the `latent_diffusion` section of `lsdm_jax.config.base_config()`.
 
 Noise schedule, in continuous time t ∈ [0, 1] (t = 0 is data): the cosine schedule on the
 log signal-to-noise ratio, logsnr(t) = -2 log tan(a t + b), with a, b chosen so that logsnr
 runs from LOGSNR_MAX to LOGSNR_MIN; α² = sigmoid(logsnr), σ² = sigmoid(-logsnr) and
-z_t = α z + σ ε. Training draws t uniformly; samplers step on a grid uniform in logsnr
+z_t = α z + σ ε. Training draws t uniformly; the sampler steps on a grid uniform in logsnr
 (`sampling_grid`).
 
-The network predicts v = α ε - σ z (Salimans & Ho, 2022) by default. With ε-prediction the
-first sampling steps compute ẑ = (z_t - σ ε̂) / α at α ≈ 0, where any error in ε̂ is
-multiplied by 1/α (≈ 1800 at t = 1); v-prediction gives ẑ = α z_t - σ v̂ and ε̂ = σ z_t + α v̂
-without a division. Measured on a 16-d, 10-class toy (500 latents, default config): the
-per-class spread of a trained ε-model's samples is ~70x too large with DDIM or DPM-Solver++
-at 10, 50 and 250 steps; the v-model's is within ~10% (DPM-Solver++, 10 steps). The v loss is
-the ε-MSE weighted by 1/α² (‖v̂ - v‖² = ‖ε̂ - ε‖² / α²); `prediction='eps'` (plain ε-MSE)
-remains available.
+The network predicts v = α ε - σ z (Salimans & Ho, 2022) by default: the clean estimate
+ẑ = α z_t - σ v̂ needs no division, whereas ε-prediction's ẑ = (z_t - σ ε̂) / α multiplies
+any error in ε̂ by 1/α (≈ 1800 at t = 1) in the first sampling steps. The v loss is the
+ε-MSE weighted by 1/α²; `prediction='eps'` (plain ε-MSE) remains available.
 
 Classifier-free guidance (off by default): train with `cond_drop_prob > 0` (the condition
 embedding is replaced by a learned null vector), then sample with `guidance_scale > 0`.
@@ -29,58 +25,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
-from flax import struct
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from lsdm_jax import loop, parallel
-from lsdm_jax.errors import ConfigError, DataError, NonFiniteError
+from lsdm_jax import config as config_lib
+from lsdm_jax import loop
+from lsdm_jax.baselines import paired_data
+from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.models.conditioning import ConditionEncoder
 
-LOGSNR_MIN = -15.0
-LOGSNR_MAX = 15.0
-PREDICTIONS = ("v", "eps")
-SAMPLERS = ("ddim", "ddpm", "dpm++2m")
+LOGSNR_MIN, LOGSNR_MAX = config_lib.LOGSNR_RANGE
 
 Params = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
-  """Hyperparameters of the latent diffusion baseline (`DiffusionConfig(**cfg.to_dict())`)."""
-
-  steps: int = 1000  # optimiser steps (more: lower FD, lower recall on 500 paired; README)
-  batch_size: int = 256  # examples per step, drawn with replacement from the paired set
-  lr: float = 1e-3  # peak Adam learning rate (linear warm-up, cosine decay to lr / 10)
-  warmup_steps: int = 100  # linear learning-rate warm-up
-  grad_clip: float = 1.0  # global gradient-norm clip
-  ema_decay: float = 0.999  # EMA of the weights (warmed up as min(decay, (1+k)/(10+k)))
-  width: int = 256  # hidden width of the residual MLP
-  depth: int = 3  # number of residual blocks
-  cond_features: int = 128  # width of the ConditionEncoder output
-  time_features: int = 64  # size of the sinusoidal time embedding
-  dropout: float = 0.0  # dropout in the residual blocks (regularises small paired sets)
-  prediction: str = "v"  # network target: 'v' or 'eps'
-  cond_drop_prob: float = 0.0  # classifier-free guidance: P(condition replaced by null)
-  steps_per_call: int = 100  # optimiser steps fused with lax.scan into one jitted call
-
-  def __post_init__(self):
-    if self.prediction not in PREDICTIONS:
-      raise ConfigError(f"prediction={self.prediction!r}; use one of {PREDICTIONS}")
-    if not 0.0 <= self.cond_drop_prob < 1.0:
-      raise ConfigError(f"cond_drop_prob={self.cond_drop_prob}; use a value in [0, 1)")
-    if not 0.0 <= self.ema_decay < 1.0:
-      raise ConfigError(f"ema_decay={self.ema_decay}; use a value in [0, 1)")
-    for name in ("steps", "batch_size", "width", "depth", "steps_per_call"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"{name}={getattr(self, name)}; use a positive integer")
 
 
 # --------------------------------------------------------------------------- schedule
@@ -183,68 +146,39 @@ class Denoiser(nn.Module):
 
 
 def make_denoiser(
-  latent_dim: int, *, cond_kind: str, num_classes: int = 0, config: DiffusionConfig
+  latent_dim: int, *, cond_kind: str, num_classes: int = 0, config: ml_collections.ConfigDict
 ) -> Denoiser:
-  """The `Denoiser` that `train` builds for latents of size `latent_dim`."""
+  """The `Denoiser` of `config` (a `latent_diffusion` section) for latents of size
+  `latent_dim`."""
   if cond_kind not in ("label", "image"):
     raise ConfigError(f"cond_kind={cond_kind!r}; use 'label' or 'image'")
   if cond_kind == "label" and num_classes < 1:
     raise ConfigError("cond_kind='label' needs num_classes >= 1")
-  return Denoiser(
-    latent_dim=latent_dim,
-    cond_kind=cond_kind,
-    num_classes=num_classes,
-    width=config.width,
-    depth=config.depth,
-    cond_features=config.cond_features,
-    time_features=config.time_features,
-    dropout=config.dropout,
-    prediction=config.prediction,
-  )
+  fields = ("width", "depth", "cond_features", "time_features", "dropout", "prediction")
+  return Denoiser(latent_dim, cond_kind, num_classes, **{k: config[k] for k in fields})
 
 
 # --------------------------------------------------------------------------- training
 
 
-@struct.dataclass
-class TrainState:
-  """Optimiser state; `ema_params` are the weights to sample with."""
-
-  step: jax.Array
-  params: Params
-  ema_params: Params
-  opt_state: optax.OptState
-
-
-def make_optimizer(config: DiffusionConfig) -> optax.GradientTransformation:
-  """Adam with linear warm-up, cosine decay to lr / 10 and global-norm clipping."""
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with linear warm-up, cosine decay to 1/10 of the peak and global-norm clipping."""
   # At most half the run warms up, so that short runs still decay.
   warmup = min(config.warmup_steps, config.steps // 2)
-  schedule = optax.warmup_cosine_decay_schedule(
-    0.0, config.lr, warmup, max(config.steps, 1), config.lr / 10
-  )
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(schedule))
+  lr = config.learning_rate
+  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(config.steps, 1), lr / 10)
+  return loop.make_optimizer(schedule, clip_norm=config.grad_clip)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
-def create_train_state(
-  model: Denoiser, config: DiffusionConfig, x: jax.Array, key: jax.Array
-) -> TrainState:
-  """Initial state; x: a batch of conditions (only its shape and dtype are used).
-
-  Jitted: run op by op, the initialisers would each compile a small executable first.
-  """
-  tx = make_optimizer(config)
+def init_state(model: Denoiser, config, x: jax.Array, key: jax.Array) -> loop.TrainState:
+  """The initial state: params {'model', 'ema'} (the EMA weights to sample with) and the
+  model's optimiser state; x: a batch of conditions (only its shape and dtype are used)."""
   z = jnp.zeros((x.shape[0], model.latent_dim), jnp.float32)
   params = model.init(key, z, jnp.zeros((x.shape[0],), jnp.float32), x)["params"]
   # A copy, not an alias: the train step donates the state, and one buffer cannot be donated twice.
-  ema_params = jax.tree.map(jnp.copy, params)
-  return TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=params,
-    ema_params=ema_params,
-    opt_state=tx.init(params),
-  )
+  ema = jax.tree.map(jnp.copy, params)
+  return loop.TrainState.create({"model": params, "ema": ema}, make_optimizer(config).init(params))
 
 
 def loss_fn(
@@ -255,19 +189,9 @@ def loss_fn(
   key: jax.Array,
   cond_drop_prob: float = 0.0,
 ) -> jax.Array:
-  """Mean squared error of the network's target (v or ε) at random times.
-
-  Args:
-    params: denoiser parameters.
-    model: the denoiser.
-    x: conditions (B,) or (B, h, w, c).
-    z: clean standardised latents (B, d).
-    key: randomness for t, ε and the condition dropout.
-    cond_drop_prob: probability of replacing the condition by the null embedding.
-
-  Returns:
-    Scalar loss.
-  """
+  """Mean squared error of the network's target (v or ε) at random times, for conditions
+  x (B,) or (B, h, w, c) and clean standardised latents z (B, d); `key` draws t, ε and
+  the condition dropout (probability `cond_drop_prob`)."""
   b = z.shape[0]
   k_t, k_eps, k_drop, k_dropout = jax.random.split(key, 4)
   # Stratified times (one per 1/B interval, shared random offset): lower-variance loss.
@@ -281,71 +205,44 @@ def loss_fn(
   return jnp.mean(jnp.square(out - target))
 
 
-def train_step(
-  state: TrainState,
-  batch: tuple[jax.Array, jax.Array],
-  key: jax.Array,
-  *,
-  model: Denoiser,
-  config: DiffusionConfig,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimiser step on batch = (x (B, ...), z (B, d)); the noise is fold_in(key, step)."""
-  tx = make_optimizer(config)
-  x, z = batch
-  step_key = jax.random.fold_in(key, state.step)
-  loss, grads = jax.value_and_grad(loss_fn)(
-    state.params, model, x, z, step_key, config.cond_drop_prob
-  )
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = loop.ema_update(state.ema_params, params, config.ema_decay, state.step)
-  new_state = TrainState(state.step + 1, params, ema, opt_state)
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-
-def train_steps(
-  state: TrainState,
-  data: tuple[jax.Array, jax.Array],
-  key: jax.Array,
-  *,
-  model: Denoiser,
-  config: DiffusionConfig,
-  num_steps: int,
-  data_sharding: NamedSharding | None = None,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """`num_steps` train steps in one `lax.scan`, each on a batch drawn from the whole data set.
+@functools.partial(
+  jax.jit, static_argnames=("model", "config", "num_steps", "sharding"), donate_argnums=0
+)
+def train_call(state, data, key, *, model: Denoiser, config, num_steps: int, sharding=None):
+  """`num_steps` optimiser steps in one `lax.scan`; step k draws its batch from
+  fold_in(fold_in(key, 1), k) and its noise from fold_in(fold_in(key, 2), k).
 
   Args:
-    state: train state.
-    data: (x (N, ...), z (N, d)), the full paired set (it is small: keep it on device).
-    key: the run's key; step k draws its batch and noise from fold_in(key, k).
-    model, config: the denoiser and hyperparameters (the optimiser is `make_optimizer`).
+    state: the train state.
+    data: (x (N, ...), z (N, d)), the whole paired set (small: it stays on the device).
+    key: the run's key.
+    model, config: the denoiser and its (frozen) `latent_diffusion` section.
     num_steps: steps in this call.
-    data_sharding: if set, each batch is sharded this way (data parallelism).
+    sharding: if set, each batch is sharded this way (data parallelism).
 
   Returns:
-    The new state and metrics stacked over the steps, each (num_steps,).
+    The new state and the call's mean `loss` and `grad_norm`.
   """
+  tx = make_optimizer(config)
   x_all, z_all = data
-  batch_key = jax.random.fold_in(key, 1)
-  noise_key = jax.random.fold_in(key, 2)
+  batch_key, noise_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
 
-  def body(s: TrainState, _):
+  def body(s: loop.TrainState, _):
     idx = jax.random.randint(
       jax.random.fold_in(batch_key, s.step), (config.batch_size,), 0, z_all.shape[0]
     )
-    batch = (x_all[idx], z_all[idx])
-    if data_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, data_sharding)
-    return train_step(s, batch, noise_key, model=model, config=config)
+    x, z = paired_data.constrain((x_all[idx], z_all[idx]), sharding)
+    step_key = jax.random.fold_in(noise_key, s.step)
+    p = s.params["model"]
+    loss, grads = jax.value_and_grad(loss_fn)(p, model, x, z, step_key, config.cond_drop_prob)
+    p, opt_state = loop.apply_gradients(tx, grads, s.opt_state, p)
+    ema = loop.ema_update(s.params["ema"], p, config.ema_decay, s.step)
+    finite = loop.all_finite(loss, grads)
+    s = loop.guarded_update(s, finite, {"model": p, "ema": ema}, opt_state)
+    return s, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-  return jax.lax.scan(body, state, None, length=num_steps)
-
-
-# Module level, so that runs with the same model, config and data shapes share one compilation.
-_train_steps_jit = jax.jit(
-  train_steps, static_argnames=("model", "config", "num_steps", "data_sharding"), donate_argnums=0
-)
+  state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+  return state, jax.tree.map(jnp.mean, metrics)
 
 
 def _check_data(x: np.ndarray, z: np.ndarray, cond_kind: str, num_classes: int) -> None:
@@ -359,68 +256,6 @@ def _check_data(x: np.ndarray, z: np.ndarray, cond_kind: str, num_classes: int) 
     raise DataError(f"cond_kind='image' needs x of shape (N, h, w, c); got {x.shape}")
   if not np.all(np.isfinite(z)):
     raise DataError("z holds NaN or infinite values; re-run the encode stage")
-
-
-def train(
-  x: jax.Array | np.ndarray,
-  z: jax.Array | np.ndarray,
-  *,
-  cond_kind: str,
-  num_classes: int = 0,
-  config: DiffusionConfig = DiffusionConfig(),
-  seed: int = 0,
-  mesh: Mesh | None = None,
-) -> tuple[Params, dict[str, np.ndarray]]:
-  """Trains the conditional denoiser on paired latents.
-
-  Args:
-    x: conditions, (N,) int32 labels or (N, h, w, c) float32 images in [0, 1].
-    z: standardised latents (N, d) float32.
-    cond_kind: 'label' or 'image'.
-    num_classes: number of labels (kind 'label').
-    config: hyperparameters.
-    seed: all randomness (initialisation, batches, noise) derives from it.
-    mesh: if given (`lsdm_jax.parallel.make_mesh`, Auto axes), batches are sharded over its
-      'data' axis and the state and data set are replicated.
-
-  Returns:
-    (EMA parameters for `make_denoiser(d, ...)`, history) where history holds per jitted
-    call `step` (steps done), `loss` (mean over the call's steps) and `time` (seconds).
-  """
-  x = np.asarray(x)
-  z = np.asarray(z, np.float32)
-  _check_data(x, z, cond_kind, num_classes)
-  x = x.astype(np.int32) if cond_kind == "label" else x.astype(np.float32)
-  model = make_denoiser(z.shape[1], cond_kind=cond_kind, num_classes=num_classes, config=config)
-  if mesh is not None:
-    parallel.check_batch_size(config.batch_size, mesh, "batch_size")
-  init_key, run_key = jax.random.split(jax.random.key(seed))
-  state = create_train_state(model, config, jnp.asarray(x[:1]), init_key)
-  data = (jnp.asarray(x), jnp.asarray(z))
-  data_sharding = None
-  if mesh is not None:
-    data_sharding = parallel.data_sharding(mesh)
-    state, data = jax.device_put((state, data), parallel.replicated(mesh))
-
-  history: dict[str, list] = {"step": [], "loss": [], "time": []}
-  start = time.perf_counter()
-  done = 0
-  while done < config.steps:
-    n = min(config.steps_per_call, config.steps - done)
-    state, metrics = _train_steps_jit(
-      state, data, run_key, model=model, config=config, num_steps=n, data_sharding=data_sharding
-    )
-    # Blocking here also avoids jax 0.10's CPU all-reduce deadlock on back-to-back dispatch.
-    loss = float(jnp.mean(metrics["loss"]).block_until_ready())
-    done += n
-    if not math.isfinite(loss):
-      raise NonFiniteError(
-        f"latent diffusion loss is {loss} at step {done}; lower config.lr or check z"
-      )
-    history["step"].append(done)
-    history["loss"].append(loss)
-    history["time"].append(time.perf_counter() - start)
-  return state.ema_params, {k: np.asarray(v) for k, v in history.items()}
 
 
 # --------------------------------------------------------------------------- sampling
@@ -443,7 +278,7 @@ def t_from_logsnr(logsnr: jax.Array) -> jax.Array:
   return (jnp.arctan(jnp.exp(-0.5 * logsnr)) - t_min) / (t_max - t_min)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "sampler", "guidance_scale"))
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "guidance_scale"))
 def sample(
   model: Denoiser,
   params: Params,
@@ -451,37 +286,31 @@ def sample(
   key: jax.Array,
   *,
   num_steps: int = 50,
-  sampler: str = "ddim",
   eta: float = 0.0,
   guidance_scale: float = 0.0,
 ) -> jax.Array:
-  """Draws z ~ p(z | x), one latent per condition; compiled once per (model, num_steps, ...).
+  """Draws z ~ p(z | x) by DDIM, one latent per condition; compiled once per
+  (model, num_steps, guidance_scale).
 
-  All samplers use `num_steps` network evaluations on the `sampling_grid` (uniform in
-  log-SNR) and return z at logsnr = LOGSNR_MAX (noise std 5.5e-4, divided out by α).
+  `num_steps` network evaluations on the `sampling_grid` (uniform in log-SNR); returns z
+  at logsnr = LOGSNR_MAX (noise std 5.5e-4, divided out by α).
 
   Args:
     model: the denoiser (from `make_denoiser`).
-    params: its parameters (the EMA parameters `train` returns).
+    params: its parameters (the EMA parameters `LatentDiffusion.fit` keeps).
     x: conditions, (B,) int32 or (B, h, w, c) float32 in [0, 1].
-    key: randomness (initial noise, and the step noise of stochastic samplers).
+    key: randomness (initial noise, and the step noise when eta > 0).
     num_steps: number of denoising steps (network evaluations).
-    sampler: 'ddim' (first order; noise scale `eta`, 0 = deterministic given the initial
-      noise); 'ddpm' (ancestral sampling from the posterior q(z_s | z_t, ẑ), i.e. DDIM with
-      eta = 1; `eta` is ignored); 'dpm++2m' (DPM-Solver++(2M), Lu et al. 2022: deterministic,
-      second order, the most accurate in few steps; `eta` is ignored).
-    eta: DDIM stochasticity in [0, 1].
+    eta: DDIM stochasticity in [0, 1] (0: deterministic given the initial noise; 1:
+      ancestral sampling from the posterior q(z_s | z_t, ẑ), i.e. DDPM).
     guidance_scale: classifier-free guidance w ≥ 0 (out = (1 + w) cond - w uncond); needs a
       model trained with cond_drop_prob > 0.
 
   Returns:
     (B, latent_dim) standardised latents, for the stage-1 decoder.
   """
-  if sampler not in SAMPLERS:
-    raise ConfigError(f"sampler={sampler!r}; use one of {SAMPLERS}")
   if num_steps < 1:
     raise ConfigError(f"num_steps={num_steps}; use a positive integer")
-  eta = 1.0 if sampler == "ddpm" else eta
   b = x.shape[0]
   init_key, noise_key = jax.random.split(key)
   grid = jnp.asarray(sampling_grid(num_steps))
@@ -514,23 +343,8 @@ def sample(
     noise = jax.random.normal(jax.random.fold_in(noise_key, j), z_t.shape, z_t.dtype)
     return alpha_s * z0 + jnp.sqrt(jnp.maximum(sigma_s**2 - c**2, 0.0)) * eps + c * noise
 
-  def dpm_step(j: int, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    # Multistep: the previous step's ẑ gives a second-order correction, at no extra cost.
-    z_t, z0_prev = carry
-    logsnr_t, logsnr_s = grid[j], grid[j + 1]
-    _, sigma_t = alpha_sigma(logsnr_t)
-    alpha_s, sigma_s = alpha_sigma(logsnr_s)
-    z0, _ = predict(z_t, logsnr_t)
-    h = 0.5 * (logsnr_s - logsnr_t)  # step in log(α/σ)
-    h_prev = 0.5 * (logsnr_t - grid[jnp.maximum(j - 1, 0)])
-    d = jnp.where(j == 0, z0, z0 + 0.5 * h / jnp.where(j == 0, h, h_prev) * (z0 - z0_prev))
-    return (sigma_s / sigma_t) * z_t - alpha_s * jnp.expm1(-h) * d, z0
-
   z = jax.random.normal(init_key, (b, model.latent_dim), jnp.float32)
-  if sampler == "dpm++2m":
-    z, _ = jax.lax.fori_loop(0, num_steps, dpm_step, (z, jnp.zeros_like(z)))
-  else:
-    z = jax.lax.fori_loop(0, num_steps, ddim_step, z)
+  z = jax.lax.fori_loop(0, num_steps, ddim_step, z)
   return z / alpha_sigma(grid[-1])[0]
 
 
@@ -540,7 +354,7 @@ class LatentDiffusion:
 
   Attributes:
     model: the denoiser.
-    params: its parameters.
+    params: its EMA parameters.
   """
 
   model: Denoiser
@@ -554,18 +368,38 @@ class LatentDiffusion:
     *,
     cond_kind: str,
     num_classes: int = 0,
-    config: DiffusionConfig = DiffusionConfig(),
+    config: ml_collections.ConfigDict | None = None,
     seed: int = 0,
     mesh: Mesh | None = None,
   ) -> tuple[LatentDiffusion, dict[str, np.ndarray]]:
-    """`train`, returning the model with its history (see `train` for the arguments)."""
-    params, history = train(
-      x, z, cond_kind=cond_kind, num_classes=num_classes, config=config, seed=seed, mesh=mesh
+    """Trains the conditional denoiser on paired latents.
+
+    Args:
+      x: conditions, (N,) int32 labels or (N, h, w, c) float32 images in [0, 1].
+      z: standardised latents (N, d) float32.
+      cond_kind: 'label' or 'image'.
+      num_classes: number of labels (kind 'label').
+      config: the `latent_diffusion` section of `base_config()` (None: its defaults).
+      seed, mesh: see `paired_data.train_pairs`.
+
+    Returns:
+      (the model, history): see `loop.train_in_memory` (metrics `loss`, `grad_norm`).
+
+    Raises:
+      ConfigError, DataError: for bad settings or data; NonFiniteError: on divergence.
+    """
+    config = paired_data.settings("latent_diffusion", config)
+    x = np.asarray(x)
+    z = np.asarray(z, np.float32)
+    _check_data(x, z, cond_kind, num_classes)
+    x = x.astype(np.int32) if cond_kind == "label" else x.astype(np.float32)
+    model = make_denoiser(z.shape[1], cond_kind=cond_kind, num_classes=num_classes, config=config)
+    init = lambda k: init_state(model, config, jnp.asarray(x[:1]), k)  # noqa: E731
+    kw = {"seed": seed, "mesh": mesh, "model": model, "config": config}
+    state, history = paired_data.train_pairs(
+      "latent_diffusion", config, x, z, init, train_call, **kw
     )
-    model = make_denoiser(
-      np.shape(z)[1], cond_kind=cond_kind, num_classes=num_classes, config=config
-    )
-    return cls(model, params), history
+    return cls(model, state.params["ema"]), history
 
   def sample(
     self,
@@ -573,18 +407,9 @@ class LatentDiffusion:
     key: jax.Array,
     num_steps: int = 50,
     *,
-    sampler: str = "ddim",
     eta: float = 0.0,
     guidance_scale: float = 0.0,
   ) -> jax.Array:
     """z ~ p(z | x), (B, latent_dim); see `sample`."""
-    return sample(
-      self.model,
-      self.params,
-      x,
-      key,
-      num_steps=num_steps,
-      sampler=sampler,
-      eta=eta,
-      guidance_scale=guidance_scale,
-    )
+    kw = {"num_steps": num_steps, "eta": eta, "guidance_scale": guidance_scale}
+    return sample(self.model, self.params, x, key, **kw)

@@ -1,25 +1,46 @@
-"""Paired (label, image) training sets of the pixel-space baselines: checks, batches and
-the training driver they share.
+"""What the baselines share: their settings, their paired training sets on the device, and
+the label-conditional image generators of the pixel-space ones.
 
-The pixel-space baselines (`pixel_wgcs`, `cvae`) train on the paired examples alone; the
-whole set is small (hundreds of images), so it lives on the device and every step draws
-its batch there, with replacement, from `fold_in(key, step)`.
+Each baseline trains on the paired examples alone. The set is small (hundreds of
+examples), so it lives on the device and every step draws its batch there, with
+replacement, from `fold_in(key, step)`; the training loop is `loop.train_in_memory`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from lsdm_jax import parallel
+from lsdm_jax import config as config_lib
+from lsdm_jax import loop, parallel
 from lsdm_jax.data.sources import to_float
-from lsdm_jax.errors import DataError, NonFiniteError
+from lsdm_jax.errors import DataError
+
+
+def settings(
+  name: str, section: ml_collections.ConfigDict | None
+) -> ml_collections.FrozenConfigDict:
+  """Baseline section `name` checked by `config.check_section` (None: the defaults), frozen:
+  hashable, so that the jitted steps take it as a static argument and runs with the same
+  settings share a compilation."""
+  section = config_lib.base_config()[name] if section is None else section
+  config_lib.check_section(name, section)
+  return ml_collections.FrozenConfigDict(section)
+
+
+def without_length(config: ml_collections.FrozenConfigDict) -> ml_collections.FrozenConfigDict:
+  """`config` without `steps` and `steps_per_call`, for steps that do not depend on the run's
+  length: runs that differ only in length share a compilation."""
+  return ml_collections.FrozenConfigDict(
+    {k: v for k, v in config.items() if k not in ("steps", "steps_per_call")}
+  )
 
 
 def check_paired(x, y, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,14 +85,6 @@ def requested_labels(x, num_classes: int, n: int | None = None) -> np.ndarray:
   return x if n is None else np.repeat(x, n)
 
 
-def sample_batch(
-  key: jax.Array, x: jax.Array, y: jax.Array, shape: tuple[int, ...]
-) -> tuple[jax.Array, jax.Array]:
-  """Rows drawn with replacement: labels `shape` and images `shape + y.shape[1:]`."""
-  idx = jax.random.randint(key, shape, 0, x.shape[0])
-  return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
-
-
 def place(state, x: np.ndarray, y: np.ndarray, batch_size: int, mesh):
   """(state, (x, y) on the device(s), the batches' sharding or None without a mesh).
 
@@ -86,49 +99,68 @@ def place(state, x: np.ndarray, y: np.ndarray, batch_size: int, mesh):
   return state, data, parallel.data_sharding(mesh)
 
 
-def step_config(config):
-  """The config the jitted step sees: the run's length removed, so that runs differing
-  only in `steps` share a compilation (steps per call are a static argument of their own)."""
-  return dataclasses.replace(config, steps=1, steps_per_call=1)
+def train_pairs(name: str, section, x, y, init: Callable, call: Callable, *, seed, mesh, **static):
+  """Trains baseline `name` (settings `section`) on the pairs (x, y), held on the device.
 
-
-def train_in_calls(
-  call: Callable,
-  state,
-  *,
-  steps: int,
-  steps_per_call: int,
-  names: Sequence[str],
-  what: str,
-  fix: str,
-):
-  """Runs `call(state, n) -> (state, metrics)` until `steps` steps are done.
-
-  Args:
-    call: runs n steps in one jitted call; metrics hold an (n,) array per name.
-    state: the initial train state.
-    steps, steps_per_call: run length and steps per call.
-    names: the metrics to record (means over each call's steps).
-    what, fix: the model's name and the advice, for the error raised when a recorded
-      metric is not finite.
+  The state is `init(init_key)`; each jitted call is `call(state, (x, y), run_key,
+  num_steps=n, sharding=..., **static)`; both keys are split from `seed`. With a mesh
+  (`lsdm_jax.parallel.make_mesh`) the batches are sharded over its 'data' axis.
 
   Returns:
-    (state, history): history holds per call `step` (steps done), the `names` and `time`
-    (seconds since the start), as numpy arrays.
+    (state, history) of `loop.train_in_memory`.
   """
-  history: dict[str, list] = {"step": [], **{k: [] for k in names}, "time": []}
-  start = time.perf_counter()
-  done = 0
-  while done < steps:
-    n = min(steps_per_call, steps - done)
-    state, metrics = call(state, n)
-    # Blocking here also avoids jax 0.10's CPU all-reduce deadlock on back-to-back dispatch.
-    means = {k: float(jnp.mean(metrics[k])) for k in names}
-    done += n
-    if not all(math.isfinite(v) for v in means.values()):
-      raise NonFiniteError(f"{what} losses are {means} at step {done}; {fix}")
-    history["step"].append(done)
-    for k, v in means.items():
-      history[k].append(v)
-    history["time"].append(time.perf_counter() - start)
-  return state, {k: np.asarray(v) for k, v in history.items()}
+  init_key, run_key = jax.random.split(jax.random.key(seed))
+  state, data, sharding = place(init(init_key), x, y, section.batch_size, mesh)
+  return loop.train_in_memory(
+    name,
+    state,
+    lambda s, n: call(s, data, run_key, num_steps=n, sharding=sharding, **static),
+    steps=section.steps,
+    steps_per_call=section.steps_per_call,
+  )
+
+
+def constrain(tree, sharding, lead: int = 0):
+  """Splits the batch axis (after `lead` stacking axes) of every leaf over `sharding`'s
+  'data' axis; the identity without a sharding."""
+  if sharding is None:
+    return tree
+  spec = jax.sharding.PartitionSpec(*([None] * lead), parallel.DATA)
+  return jax.lax.with_sharding_constraint(tree, jax.sharding.NamedSharding(sharding.mesh, spec))
+
+
+def sample_batch(key: jax.Array, x: jax.Array, y: jax.Array, shape: tuple[int, ...]):
+  """Rows drawn with replacement: labels `shape` and images `shape + y.shape[1:]`."""
+  idx = jax.random.randint(key, shape, 0, x.shape[0])
+  return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelGenerator:
+  """A trained label-conditional image generator: images = decode(noise, labels).
+
+  Attributes:
+    module: the network that holds the decoding method.
+    params: its parameters.
+    decode: (module, params, labels (B,), key) → images (B, H, W, C) in [0, 1], the
+      noise of row i drawn from fold_in(key, i) (`sampling.noise_per_row`).
+  """
+
+  module: Any
+  params: Any
+  decode: Callable
+
+  @functools.cached_property
+  def generate_fn(self) -> Callable:
+    """The jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`: one forward
+    pass. An image depends on its key and row, not on how many are generated together."""
+    return jax.jit(functools.partial(self.decode, self.module))
+
+  def generate(self, x, key: jax.Array, n: int | None = None) -> np.ndarray:
+    """Images for labels x ((B,) or a scalar), each repeated `n` times (consecutive rows).
+
+    Returns:
+      (B·n, H, W, C) float32 in [0, 1], on the host.
+    """
+    x = requested_labels(x, self.module.num_classes, n)
+    return np.asarray(self.generate_fn(self.params, jnp.asarray(x), key))

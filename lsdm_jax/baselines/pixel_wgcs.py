@@ -15,81 +15,30 @@ autoencoder (trained on paired and unpaired images) contributes.
   decoder, preceded by the conditioning MLP.
 * f: an MLP on concat(2y − 1 flattened, e'(x)) to one scalar; no normalisation layers,
   since the gradient penalty is taken per example.
-* Each generator update follows `n_critic` critic updates, fused with `lax.scan` (the
-  generator is fixed during them, so all their fake images come from one larger call).
+* Each generator update follows `n_critic` critic updates (`wasserstein.critic_phase`,
+  stage 2's critic phase; the generator is fixed during them, so all their fake images
+  come from one larger call).
 
 Conditions are class labels only (the class-conditional task): x is an int32 label.
+Settings: the `pixel_wgcs` section of `lsdm_jax.config.base_config()`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
-from flax import struct
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from lsdm_jax import parallel, wasserstein
-from lsdm_jax.baselines.paired_data import (
-  check_paired,
-  place,
-  requested_labels,
-  sample_batch,
-  step_config,
-  train_in_calls,
-)
-from lsdm_jax.errors import ConfigError
+from lsdm_jax import loop, wasserstein
+from lsdm_jax.baselines import paired_data
 from lsdm_jax.sampling import noise_per_row
-
-Params = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class PixelWGCSConfig:
-  """Hyperparameters of the pixel-space Wasserstein generator (`PixelWGCSConfig(**d)`)."""
-
-  steps: int = 5000  # generator updates (each after n_critic critic updates)
-  batch_size: int = 256  # examples per update, drawn with replacement from the paired set
-  lr: float = 1e-4  # generator Adam learning rate
-  critic_lr: float = 1e-4  # critic Adam learning rate
-  b1: float = 0.5  # Adam β1 (both; the usual WGAN-GP setting)
-  b2: float = 0.9  # Adam β2 (both)
-  grad_clip: float = 10.0  # global gradient-norm clip (both)
-  n_critic: int = 5  # critic updates per generator update
-  gp_weight: float = 10.0  # weight of the gradient penalty
-  noise_dim: int = 32  # size of η
-  embed_features: int = 32  # width of the label embeddings (generator and critic)
-  widths: tuple[int, ...] = (256, 512, 1024)  # generator MLP widths, before the pixel layer
-  critic_widths: tuple[int, ...] = (512, 256)  # critic MLP widths
-  steps_per_call: int = 50  # generator updates fused with lax.scan into one jitted call
-
-  def __post_init__(self):
-    for name in ("steps", "batch_size", "n_critic", "noise_dim", "embed_features"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"{name}={getattr(self, name)}; use a positive integer")
-    if self.steps_per_call < 1:
-      raise ConfigError(f"steps_per_call={self.steps_per_call}; use a positive integer")
-    for name in ("widths", "critic_widths"):
-      widths = getattr(self, name)
-      if not widths or any(w < 1 for w in widths):
-        raise ConfigError(f"{name}={widths!r}; use one or more positive widths")
-    for name in ("lr", "critic_lr", "grad_clip"):
-      if not getattr(self, name) > 0:
-        raise ConfigError(f"{name}={getattr(self, name)}; use a positive number")
-    if self.gp_weight < 0:
-      raise ConfigError(f"gp_weight={self.gp_weight}; use a value >= 0")
-    for name in ("b1", "b2"):
-      if not 0.0 <= getattr(self, name) < 1.0:
-        raise ConfigError(f"{name}={getattr(self, name)}; use a value in [0, 1)")
-
 
 # --------------------------------------------------------------------------- models
 
@@ -162,9 +111,9 @@ class PixelCritic(nn.Module):
 
 
 def make_models(
-  image_shape: Sequence[int], num_classes: int, config: PixelWGCSConfig
+  image_shape: Sequence[int], num_classes: int, config: ml_collections.ConfigDict
 ) -> tuple[PixelGenerator, PixelCritic]:
-  """The generator and critic that `train` builds."""
+  """The generator and critic of `config` (a `pixel_wgcs` section)."""
   generator = PixelGenerator(
     tuple(image_shape),
     num_classes,
@@ -179,69 +128,37 @@ def make_models(
 # --------------------------------------------------------------------------- training
 
 
-@struct.dataclass
-class TrainState:
-  """Step, parameters and optimiser states of both networks."""
-
-  step: jax.Array
-  gen_params: Params
-  critic_params: Params
-  gen_opt: optax.OptState
-  critic_opt: optax.OptState
-
-
-def _adam(lr: float, config: PixelWGCSConfig) -> optax.GradientTransformation:
-  return optax.chain(
-    optax.clip_by_global_norm(config.grad_clip), optax.adam(lr, b1=config.b1, b2=config.b2)
+def _optimizers(config):
+  """(generator's, critic's): Adam with the WGAN-GP moments, after gradient clipping."""
+  kw = {"clip_norm": config.grad_clip, "b1": config.b1, "b2": config.b2}
+  return loop.make_optimizer(config.learning_rate, **kw), loop.make_optimizer(
+    config.critic_learning_rate, **kw
   )
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "critic", "config"))
-def create_train_state(
-  generator: PixelGenerator,
-  critic: PixelCritic,
-  config: PixelWGCSConfig,
-  y_example: jax.Array,
-  key: jax.Array,
-) -> TrainState:
-  """Initial state; y_example: one image (1, H, W, C) (only its shape is used)."""
+def init_state(generator, critic, config, y_example: jax.Array, key: jax.Array):
+  """Params and optimiser states {'generator', 'critic'}; y_example: one image (1, H, W, C)."""
   k_gen, k_critic = jax.random.split(key)
   x = jnp.zeros((1,), jnp.int32)
-  gen_params = generator.init(k_gen, jnp.zeros((1, config.noise_dim)), x)["params"]
-  critic_params = critic.init(k_critic, x, jnp.zeros_like(y_example))["params"]
-  return TrainState(
-    step=jnp.zeros((), jnp.int32),
-    gen_params=gen_params,
-    critic_params=critic_params,
-    gen_opt=_adam(config.lr, config).init(gen_params),
-    critic_opt=_adam(config.critic_lr, config).init(critic_params),
-  )
+  params = {
+    "generator": generator.init(k_gen, jnp.zeros((1, config.noise_dim)), x)["params"],
+    "critic": critic.init(k_critic, x, jnp.zeros_like(y_example))["params"],
+  }
+  gen_tx, critic_tx = _optimizers(config)
+  opt = {"generator": gen_tx.init(params["generator"]), "critic": critic_tx.init(params["critic"])}
+  return loop.TrainState.create(params, opt)
 
 
-def _critic_fn(critic: PixelCritic, params: Params, x: jax.Array) -> Callable:
-  """y_flat ↦ f(x, y_flat), with the label's share computed once."""
-  cond = critic.apply({"params": params}, x, method=PixelCritic.condition)
-  return lambda y_flat: critic.apply({"params": params}, cond, y_flat, method=PixelCritic.head)
-
-
-def train_step(
-  state: TrainState,
-  data: tuple[jax.Array, jax.Array],
-  key: jax.Array,
-  *,
-  generator: PixelGenerator,
-  critic: PixelCritic,
-  config: PixelWGCSConfig,
-  data_sharding: NamedSharding | None = None,
-) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: loop.TrainState, data, key, *, generator, critic, config, sharding=None):
   """`n_critic` critic updates then one generator update; randomness from fold_in(key, step).
 
   Args:
     state: train state.
     data: (x (N,) int32, y (N, H, W, C) float32), the whole paired set.
     key: the run's key.
-    generator, critic, config: models and hyperparameters.
-    data_sharding: if set, batches are sharded this way (their batch axis over `data`).
+    generator, critic, config: models and (frozen) settings.
+    sharding: if set, batches are sharded this way (their batch axis over `data`).
 
   Returns:
     The new state and metrics: w1_critic (the critic's dual estimate E f(real) − E f(fake)
@@ -249,171 +166,72 @@ def train_step(
   """
   x_all, y_all = data
   b, nc = config.batch_size, config.n_critic
+  gen_tx, critic_tx = _optimizers(config)
   k_batch, k_eta, k_steps, k_gbatch, k_geta = jax.random.split(
     jax.random.fold_in(key, state.step), 5
   )
-
-  def constrain(tree, lead: int):
-    if data_sharding is None:
-      return tree
-    spec = jax.sharding.PartitionSpec(*([None] * lead), parallel.DATA)
-    return jax.lax.with_sharding_constraint(tree, NamedSharding(data_sharding.mesh, spec))
-
+  gen_params = state.params["generator"]
   # The generator is fixed while the critic trains: all fake images in one call.
-  x, y = constrain(sample_batch(k_batch, x_all, y_all, (nc, b)), 1)
-  eta = jax.random.normal(k_eta, (nc * b, config.noise_dim))
-  fake = generator.apply({"params": state.gen_params}, eta, x.reshape(-1))
-  batches = jax.lax.stop_gradient((x, y.reshape(nc, b, -1), fake.reshape(nc, b, -1)))
-  critic_tx = _adam(config.critic_lr, config)
-
-  def critic_update(carry, inputs):
-    params, opt = carry
-    (xb, real, fake_b), k = inputs
-
-    def loss_fn(p):
-      return wasserstein.critic_loss(_critic_fn(critic, p, xb), real, fake_b, k, config.gp_weight)
-
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt = critic_tx.update(grads, opt, params)
-    return (optax.apply_updates(params, updates), opt), metrics
-
-  (critic_params, critic_opt), metrics = jax.lax.scan(
-    critic_update,
-    (state.critic_params, state.critic_opt),
-    (batches, jax.random.split(k_steps, nc)),
+  x, y = paired_data.constrain(
+    paired_data.sample_batch(k_batch, x_all, y_all, (nc, b)), sharding, 1
   )
-  metrics = jax.tree.map(lambda v: v[-1], metrics)
+  eta = jax.random.normal(k_eta, (nc * b, config.noise_dim))
+  fake = generator.apply({"params": gen_params}, eta, x.reshape(-1))
+  batches = jax.lax.stop_gradient((x, y.reshape(nc, b, -1), fake.reshape(nc, b, -1)))
 
-  xg, _ = constrain(sample_batch(k_gbatch, x_all, y_all, (b,)), 0)
+  def critic_loss(p, batch, k):
+    xb, real, fake_b = batch
+    f = wasserstein.critic_fn(critic, p["critic"], xb)
+    return wasserstein.critic_loss(f, real, fake_b, k, config.gp_weight)
+
+  cparams, copt, metrics, finite = wasserstein.critic_phase(
+    critic_loss,
+    critic_tx,
+    {"critic": state.params["critic"]},
+    {"critic": state.opt_state["critic"]},
+    batches,
+    k_steps,
+    nc,
+  )
+  xg, _ = paired_data.constrain(paired_data.sample_batch(k_gbatch, x_all, y_all, (b,)), sharding)
   eta = jax.random.normal(k_geta, (b, config.noise_dim))
-  f = _critic_fn(critic, critic_params, xg)
+  f = wasserstein.critic_fn(critic, cparams["critic"], xg)
 
   def gen_loss_fn(gp):
-    images = generator.apply({"params": gp}, eta, xg)
-    return -jnp.mean(f(images.reshape(b, -1)))
+    return wasserstein.generator_loss(f, generator.apply({"params": gp}, eta, xg).reshape(b, -1))
 
-  gen_loss, grads = jax.value_and_grad(gen_loss_fn)(state.gen_params)
-  gen_tx = _adam(config.lr, config)
-  updates, gen_opt = gen_tx.update(grads, state.gen_opt, state.gen_params)
-  new_state = TrainState(
-    step=state.step + 1,
-    gen_params=optax.apply_updates(state.gen_params, updates),
-    critic_params=critic_params,
-    gen_opt=gen_opt,
-    critic_opt=critic_opt,
+  gen_loss, grads = jax.value_and_grad(gen_loss_fn)(gen_params)
+  gen_params, gen_opt = loop.apply_gradients(
+    gen_tx, grads, state.opt_state["generator"], gen_params
   )
-  return new_state, {**metrics, "gen_loss": gen_loss}
+  finite = finite & loop.all_finite(gen_loss, grads)
+  params = {"generator": gen_params, **cparams}
+  state = loop.guarded_update(state, finite, params, {"generator": gen_opt, **copt})
+  return state, {**metrics, "gen_loss": gen_loss}
 
 
-def train_steps(
-  state: TrainState,
-  data: tuple[jax.Array, jax.Array],
-  key: jax.Array,
-  *,
-  generator: PixelGenerator,
-  critic: PixelCritic,
-  config: PixelWGCSConfig,
-  num_steps: int,
-  data_sharding: NamedSharding | None = None,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """`num_steps` train steps in one `lax.scan`; metrics stacked, each (num_steps,)."""
-  step = functools.partial(
-    train_step,
-    generator=generator,
-    critic=critic,
-    config=config,
-    data_sharding=data_sharding,
-  )
-  return jax.lax.scan(lambda s, _: step(s, data, key), state, None, length=num_steps)
-
-
-# Module level, so that runs with the same models, config and data shapes share a compilation.
-_train_steps_jit = jax.jit(
-  train_steps,
-  static_argnames=("generator", "critic", "config", "num_steps", "data_sharding"),
+@functools.partial(
+  jax.jit,
+  static_argnames=("generator", "critic", "config", "num_steps", "sharding"),
   donate_argnums=0,
 )
-
-
-def train(
-  x: jax.Array | np.ndarray,
-  y: jax.Array | np.ndarray,
-  *,
-  num_classes: int,
-  config: PixelWGCSConfig = PixelWGCSConfig(),
-  seed: int = 0,
-  mesh: Mesh | None = None,
-) -> tuple[Params, dict[str, np.ndarray]]:
-  """Trains G and its critic on the paired examples (x, y) alone.
-
-  Args:
-    x: (N,) int labels in [0, num_classes).
-    y: (N, H, W, C) images, uint8 or float32 in [0, 1].
-    num_classes: number of labels.
-    config: hyperparameters.
-    seed: all randomness (initialisation, batches, noise) derives from it.
-    mesh: if given (`lsdm_jax.parallel.make_mesh`), batches are sharded over its 'data'
-      axis and the state and data set are replicated.
-
-  Returns:
-    (generator parameters for `make_models(...)[0]`, history) where history holds per
-    jitted call `step` (updates done), `w1_critic` and `gen_loss` (means over the call's
-    updates) and `time` (seconds since the start).
-
-  Raises:
-    DataError: for malformed data; NonFiniteError: if training diverges.
-  """
-  x, y = check_paired(x, y, num_classes)
-  generator, critic = make_models(y.shape[1:], num_classes, config)
-  init_key, run_key = jax.random.split(jax.random.key(seed))
-  state = create_train_state(generator, critic, config, jnp.asarray(y[:1]), init_key)
-  state, data, data_sharding = place(state, x, y, config.batch_size, mesh)
-  kwargs = {
-    "generator": generator,
-    "critic": critic,
-    "config": step_config(config),
-    "data_sharding": data_sharding,
-  }
-  state, history = train_in_calls(
-    lambda s, n: _train_steps_jit(s, data, run_key, num_steps=n, **kwargs),
-    state,
-    steps=config.steps,
-    steps_per_call=config.steps_per_call,
-    names=("w1_critic", "gen_loss"),
-    what="pixel WGCS",
-    fix="lower config.lr or config.critic_lr",
-  )
-  return state.gen_params, history
+def train_call(state, data, key, *, num_steps: int, **kw):
+  """`num_steps` train steps in one `lax.scan`; the metrics' means over them."""
+  step = functools.partial(train_step, **kw)
+  state, metrics = jax.lax.scan(lambda s, _: step(s, data, key), state, None, length=num_steps)
+  return state, jax.tree.map(jnp.mean, metrics)
 
 
 # --------------------------------------------------------------------------- generation
 
 
-def _generate(generator: PixelGenerator, params: Params, x: jax.Array, key: jax.Array):
+def _generate(generator: PixelGenerator, params, x: jax.Array, key: jax.Array):
   eta = noise_per_row(key, x.shape[0], generator.noise_dim)
   return generator.apply({"params": params}, eta, x)
 
 
-def make_generate_fn(generator: PixelGenerator) -> Callable:
-  """The jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`: one forward pass.
-
-  x is (B,) int32 labels; row i's noise comes from fold_in(key, i), so an image depends on
-  its key and row, not on how many are generated together.
-  """
-  return jax.jit(functools.partial(_generate, generator))
-
-
-@dataclasses.dataclass(frozen=True)
-class PixelWGCS:
-  """A trained pixel-space generator: its definition and parameters.
-
-  Attributes:
-    generator: the generator module.
-    params: its parameters.
-  """
-
-  generator: PixelGenerator
-  params: Params
+class PixelWGCS(paired_data.LabelGenerator):
+  """A trained pixel-space generator (`module`: the `PixelGenerator`, `params`: its weights)."""
 
   @classmethod
   def fit(
@@ -422,25 +240,32 @@ class PixelWGCS:
     y: jax.Array | np.ndarray,
     *,
     num_classes: int,
-    config: PixelWGCSConfig = PixelWGCSConfig(),
+    config: ml_collections.ConfigDict | None = None,
     seed: int = 0,
     mesh: Mesh | None = None,
   ) -> tuple[PixelWGCS, dict[str, np.ndarray]]:
-    """`train`, returning the model with its history (see `train` for the arguments)."""
-    params, history = train(x, y, num_classes=num_classes, config=config, seed=seed, mesh=mesh)
-    generator, _ = make_models(np.shape(y)[1:], num_classes, config)
-    return cls(generator, params), history
+    """Trains G and its critic on the paired examples (x, y) alone.
 
-  @functools.cached_property
-  def generate_fn(self) -> Callable:
-    """The raw jitted `generate(params, x, key)` (see `make_generate_fn`)."""
-    return make_generate_fn(self.generator)
-
-  def generate(self, x, key: jax.Array, n: int | None = None) -> np.ndarray:
-    """Images for labels x ((B,) or a scalar), each repeated `n` times (consecutive rows).
+    Args:
+      x, y: (N,) int labels in [0, num_classes) and (N, H, W, C) images in [0, 1] (or uint8).
+      num_classes: number of labels.
+      config: the `pixel_wgcs` section of `base_config()` (None: its defaults).
+      seed, mesh: see `paired_data.train_pairs`.
 
     Returns:
-      (B·n, H, W, C) float32 in [0, 1], on the host.
+      (the model, history): see `loop.train_in_memory` (metrics `w1_critic`,
+      `gradient_penalty`, `gen_loss`).
+
+    Raises:
+      ConfigError, DataError: for bad settings or data; NonFiniteError: on divergence.
     """
-    x = requested_labels(x, self.generator.num_classes, n)
-    return np.asarray(self.generate_fn(self.params, jnp.asarray(x), key))
+    config = paired_data.settings("pixel_wgcs", config)
+    x, y = paired_data.check_paired(x, y, num_classes)
+    generator, critic = make_models(y.shape[1:], num_classes, config)
+    step_config = paired_data.without_length(config)
+    init = lambda k: init_state(generator, critic, step_config, jnp.asarray(y[:1]), k)  # noqa: E731
+    kw = {"seed": seed, "mesh": mesh, "generator": generator, "critic": critic}
+    state, history = paired_data.train_pairs(
+      "pixel_wgcs", config, x, y, init, train_call, config=step_config, **kw
+    )
+    return cls(generator, state.params["generator"], _generate), history

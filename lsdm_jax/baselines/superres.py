@@ -6,6 +6,7 @@
   (input x, target y). It predicts E[y | x], the best PSNR a deterministic method can
   hope for, but averages the plausible images: blurry outputs, poor FD and recall.
   It refines the bicubic upsampling with a residual, so an untrained net is bicubic.
+  Settings: the `superres_regressor` section of `lsdm_jax.config.base_config()`.
 
 LSDM samples y ~ p(y | x) instead; the table in `experiments/superres_table.py` puts the
 three side by side.
@@ -14,17 +15,19 @@ three side by side.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
-from lsdm_jax.errors import ConfigError, DataError
-from lsdm_jax.loop import format_duration
+from lsdm_jax import loop
+from lsdm_jax.baselines import paired_data
+from lsdm_jax.errors import DataError
 
 
 def bicubic(inputs, factor: int) -> np.ndarray:
@@ -58,7 +61,7 @@ class TrainedRegressor:
 
   module: Regressor
   params: dict
-  history: list[dict[str, float]]
+  history: dict[str, np.ndarray]
 
   def predict(self, inputs, batch_size: int = 500) -> np.ndarray:
     fn = jax.jit(lambda p, x: self.module.apply({"params": p}, x))
@@ -68,17 +71,30 @@ class TrainedRegressor:
     )
 
 
+@functools.partial(jax.jit, static_argnames=("module", "config"), donate_argnums=0)
+def _train_step(state, data, key, *, module, config):
+  """One Adam step of the mean squared error, its batch drawn from fold_in(key, step)."""
+  tx = _optimizer(config)
+  x_all, y_all = data
+  idx = jax.random.randint(jax.random.fold_in(key, state.step), (config.batch_size,), 0, len(x_all))
+
+  def loss_fn(p):
+    return jnp.mean(jnp.square(module.apply({"params": p}, x_all[idx]) - y_all[idx]))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
+  return loop.guarded_update(state, loop.all_finite(loss, grads), params, opt_state), {"mse": loss}
+
+
+def _optimizer(config) -> optax.GradientTransformation:
+  """Adam with cosine decay to 0 over the run, no clipping."""
+  return loop.make_optimizer(
+    optax.cosine_decay_schedule(config.learning_rate, config.steps), clip_norm=None
+  )
+
+
 def train_regressor(
-  inputs,
-  targets,
-  factor: int,
-  *,
-  steps: int = 2000,
-  batch_size: int = 64,
-  learning_rate: float = 1e-3,
-  features: tuple[int, ...] = (32, 32, 32),
-  seed: int = 0,
-  log_every: int = 500,
+  inputs, targets, factor: int, *, config: ml_collections.ConfigDict | None = None, seed: int = 0
 ) -> TrainedRegressor:
   """Fits a `Regressor` by mean squared error on (inputs, targets) pairs.
 
@@ -86,57 +102,35 @@ def train_regressor(
     inputs: (N, h, w, C) float32 [0, 1] low-resolution images (the paired x).
     targets: (N, h·factor, w·factor, C) float32 [0, 1] images (the paired y).
     factor: the upsampling factor.
-    steps, batch_size, learning_rate: Adam with cosine decay; batches drawn with
-      replacement from a key split from `seed`.
-    features: channels of the hidden conv layers.
+    config: the `superres_regressor` section of `base_config()` (None: its defaults):
+      Adam with cosine decay, batches drawn with replacement.
     seed: seeds initialisation and batches.
-    log_every: steps between the entries of `history` (training MSE).
+
+  Returns:
+    The trained regressor; its history holds per call `step` and the last step's `mse`
+    (see `loop.train_in_memory`).
   """
+  config = paired_data.settings("superres_regressor", config)
   x, y = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
   if x.ndim != 4 or y.ndim != 4 or len(x) != len(y) or len(x) < 1:
     raise DataError(f"need paired (N, h, w, C) inputs and targets, got {x.shape} and {y.shape}")
   if y.shape[1:3] != (x.shape[1] * factor, x.shape[2] * factor):
     raise DataError(f"targets {y.shape} are not the inputs {x.shape} upsampled by {factor}")
-  if steps < 1 or batch_size < 1:
-    raise ConfigError(f"steps={steps} and batch_size={batch_size} must be positive")
-  module = Regressor(factor, tuple(features))
+  module = Regressor(factor, tuple(config.features))
   k_init, k_data = jax.random.split(jax.random.key(seed))
   params = module.init(k_init, jnp.zeros((1, *x.shape[1:])))["params"]
-  tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-  opt_state = tx.init(params)
-  x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+  state = loop.TrainState.create(params, _optimizer(config).init(params))
+  data = (jnp.asarray(x), jnp.asarray(y))
 
-  @jax.jit
-  def step(params, opt_state, i):
-    idx = jax.random.randint(jax.random.fold_in(k_data, i), (batch_size,), 0, len(x))
+  def call(state, n):  # One jitted step at a time; metrics of the call's last step.
+    for _ in range(n):
+      state, metrics = _train_step(state, data, k_data, module=module, config=config)
+    return state, metrics
 
-    def loss_fn(p):
-      pred = module.apply({"params": p}, x_dev[idx])
-      return jnp.mean(jnp.square(pred - y_dev[idx]))
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  history = []
-  start = time.perf_counter()
-  for i in range(steps):
-    params, opt_state, loss = step(params, opt_state, i)
-    if (i + 1) % log_every == 0 or i + 1 == steps:
-      loss = float(loss)
-      if not np.isfinite(loss):
-        raise DataError(f"the regression baseline's loss is {loss} at step {i + 1}")
-      history.append({"step": i + 1, "mse": loss})
-      rate = (i + 1) / (time.perf_counter() - start)
-      logging.info(
-        "L2 regression step %d/%d mse=%.4g | %.1f steps/s, ETA %s",
-        i + 1,
-        steps,
-        loss,
-        rate,
-        format_duration((steps - i - 1) / rate),
-      )
-  return TrainedRegressor(module, params, history)
+  state, history = loop.train_in_memory(
+    "superres_regressor", state, call, steps=config.steps, steps_per_call=config.steps_per_call
+  )
+  return TrainedRegressor(module, state.params, history)
 
 
 def evaluate_baselines(
@@ -147,10 +141,12 @@ def evaluate_baselines(
   factor: int,
   net,
   *,
-  steps: int = 2000,
+  config: ml_collections.ConfigDict | None = None,
   seed: int = 0,
 ) -> dict[str, dict[str, float]]:
   """Trains the regressor on the pairs and scores both baselines on the test pairs.
+
+  `config` is the regressor's `superres_regressor` section (None: its defaults).
 
   Returns:
     {'bicubic': metrics, 'regression': metrics}, each from `evaluate_superres` (with
@@ -162,7 +158,7 @@ def evaluate_baselines(
   out = bicubic(test_inputs, factor)
   results["bicubic"] = evaluate_superres(out, test_inputs, test_targets, factor, net)
   t = time.perf_counter()
-  model = train_regressor(paired_inputs, paired_targets, factor, steps=steps, seed=seed)
+  model = train_regressor(paired_inputs, paired_targets, factor, config=config, seed=seed)
   elapsed = time.perf_counter() - t
   out = model.predict(test_inputs)
   results["regression"] = evaluate_superres(out, test_inputs, test_targets, factor, net)

@@ -28,3 +28,12 @@ def class_margin(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def toy():
   return toy_pairs()
+
+
+def section(name: str, **fields):
+  """Baseline section `name` of `base_config()` with `fields` changed."""
+  from lsdm_jax.config import base_config
+
+  config = base_config()[name]
+  config.update(fields)
+  return config

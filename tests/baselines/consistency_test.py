@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
@@ -11,6 +9,8 @@ import pytest
 from lsdm_jax.baselines import consistency as cm
 from lsdm_jax.baselines import latent_diffusion as ld
 from lsdm_jax.errors import ConfigError
+
+from .conftest import section
 
 # Class k of the toy law is N(CENTRES[k], 0.5² I) in 2-d.
 CENTRES = np.array([[-3.0, 0.0], [3.0, 1.0], [0.0, -3.0]], np.float32)
@@ -33,11 +33,17 @@ def _stats(z, x):
 @pytest.fixture(scope="module")
 def distilled():
   x, z = _toy(3000)
-  teacher_cfg = ld.DiffusionConfig(
-    steps=600, width=64, depth=2, cond_features=32, time_features=32, lr=2e-3
+  teacher_cfg = section(
+    "latent_diffusion",
+    steps=600,
+    width=64,
+    depth=2,
+    cond_features=32,
+    time_features=32,
+    learning_rate=2e-3,
   )
   teacher, _ = ld.LatentDiffusion.fit(x, z, cond_kind="label", num_classes=3, config=teacher_cfg)
-  config = cm.ConsistencyConfig(steps=600, lr=5e-4, grid_steps=20, steps_per_call=100)
+  config = section("consistency", steps=600, learning_rate=5e-4, grid_steps=20, steps_per_call=100)
   student, history = cm.ConsistencyModel.distill(teacher, x, z, config=config, seed=0)
   return teacher, student, history
 
@@ -73,6 +79,17 @@ def test_sampling_is_seeded_and_shaped(distilled):
 @pytest.mark.parametrize(
   "field,value", [("steps", 0), ("target_decay", 1.0), ("restart_logsnr", 20.0)]
 )
-def test_invalid_config_raises(field, value):
-  with pytest.raises(ConfigError, match=field):
-    dataclasses.replace(cm.ConsistencyConfig(), **{field: value})
+def test_invalid_config_raises(distilled, field, value):
+  teacher = distilled[0]
+  x, z = _toy(8)
+  with pytest.raises(ConfigError, match=f"consistency.{field}={value!r} must be"):
+    cm.ConsistencyModel.distill(teacher, x, z, config=section("consistency", **{field: value}))
+
+
+def test_distillation_is_seeded(distilled):
+  teacher = distilled[0]
+  x, z = _toy(64)
+  config = section("consistency", steps=7, batch_size=16, grid_steps=6, steps_per_call=5)
+  (a, ha), (b, _) = (cm.ConsistencyModel.distill(teacher, x, z, config=config) for _ in range(2))
+  np.testing.assert_array_equal(ha["step"], [5, 7])  # The last call is shorter.
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)

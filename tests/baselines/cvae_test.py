@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,19 +11,24 @@ from lsdm_jax import parallel
 from lsdm_jax.baselines import cvae
 from lsdm_jax.errors import ConfigError, DataError
 
-from .conftest import class_margin
+from .conftest import class_margin, section
 
 # One small config for every test, so that they share the compilations of the step.
-TINY = cvae.CVAEConfig(
+TINY = section(
+  "cvae",
   steps=200,
   batch_size=32,
-  lr=3e-3,
+  learning_rate=3e-3,
   latent_dim=2,
   embed_features=8,
   encoder_widths=(32,),
   decoder_widths=(32,),
   steps_per_call=50,
 )
+
+
+def _tiny(**fields):
+  return section("cvae", **{**TINY.to_dict(), **fields})
 
 
 @pytest.fixture(scope="module")
@@ -81,23 +84,26 @@ def test_generate_shape_range_and_row_noise(trained, key):
 def test_data_parallel_training_matches_single_device(toy):
   x, y = toy
   # One jitted call of TINY's length: the single-device run reuses the fixture's compilation.
-  short = dataclasses.replace(TINY, steps=TINY.steps_per_call)
-  single, h_single = cvae.train(x, y, num_classes=2, config=short)
-  sharded, h_sharded = cvae.train(x, y, num_classes=2, config=short, mesh=parallel.make_mesh(8, 1))
+  short = _tiny(steps=TINY.steps_per_call)
+  single, h_single = cvae.ConditionalVAE.fit(x, y, num_classes=2, config=short)
+  mesh = parallel.make_mesh(8, 1)
+  sharded, h_sharded = cvae.ConditionalVAE.fit(x, y, num_classes=2, config=short, mesh=mesh)
   np.testing.assert_allclose(h_single["loss"], h_sharded["loss"], rtol=1e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), single, sharded)
+  close = lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4)  # noqa: E731
+  jax.tree.map(close, single.params, sharded.params)
 
 
 def test_invalid_inputs_raise(toy, trained):
   x, y = toy
   model, _ = trained
-  with pytest.raises(ConfigError, match="latent_dim"):
-    cvae.CVAEConfig(latent_dim=0)
-  with pytest.raises(ConfigError, match="beta"):
-    cvae.CVAEConfig(beta=-1.0)
+  fit = cvae.ConditionalVAE.fit
+  with pytest.raises(ConfigError, match="cvae.latent_dim=0 must be a positive number"):
+    fit(x, y, num_classes=2, config=_tiny(latent_dim=0))
+  with pytest.raises(ConfigError, match="cvae.beta=-1.0 must be >= 0"):
+    fit(x, y, num_classes=2, config=_tiny(beta=-1.0))
   with pytest.raises(DataError, match="N = len"):
-    cvae.train(x[:5], y, num_classes=2, config=TINY)
+    fit(x[:5], y, num_classes=2, config=TINY)
   with pytest.raises(DataError, match="integer labels"):
-    cvae.train(x.astype(np.float32), y, num_classes=2, config=TINY)
+    fit(x.astype(np.float32), y, num_classes=2, config=TINY)
   with pytest.raises(DataError, match="labels must lie"):
     model.generate(np.array([-1, 0]), jax.random.key(0))

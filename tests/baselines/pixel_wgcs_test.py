@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +11,11 @@ from lsdm_jax import parallel
 from lsdm_jax.baselines import pixel_wgcs as pw
 from lsdm_jax.errors import ConfigError, DataError
 
-from .conftest import class_margin
+from .conftest import class_margin, section
 
 # One small config for every test, so that they share the compilations of the step.
-TINY = pw.PixelWGCSConfig(
+TINY = section(
+  "pixel_wgcs",
   steps=200,
   batch_size=32,
   n_critic=2,
@@ -25,9 +24,13 @@ TINY = pw.PixelWGCSConfig(
   widths=(32,),
   critic_widths=(32,),
   steps_per_call=50,
-  lr=1e-3,
-  critic_lr=1e-3,
+  learning_rate=1e-3,
+  critic_learning_rate=1e-3,
 )
+
+
+def _tiny(**fields):
+  return section("pixel_wgcs", **{**TINY.to_dict(), **fields})
 
 
 @pytest.fixture(scope="module")
@@ -76,35 +79,32 @@ def test_critic_has_no_batch_coupling(toy, key):
 def test_data_parallel_training_matches_single_device(toy):
   x, y = toy
   # One jitted call of TINY's length: the single-device run reuses the fixture's compilation.
-  short = dataclasses.replace(TINY, steps=TINY.steps_per_call)
-  single, h_single = pw.train(x, y, num_classes=2, config=short)
-  sharded, h_sharded = pw.train(x, y, num_classes=2, config=short, mesh=parallel.make_mesh(8, 1))
+  short = _tiny(steps=TINY.steps_per_call)
+  single, h_single = pw.PixelWGCS.fit(x, y, num_classes=2, config=short)
+  mesh = parallel.make_mesh(8, 1)
+  sharded, h_sharded = pw.PixelWGCS.fit(x, y, num_classes=2, config=short, mesh=mesh)
   np.testing.assert_allclose(h_single["w1_critic"], h_sharded["w1_critic"], rtol=1e-3, atol=1e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), single, sharded)
+  close = lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4)  # noqa: E731
+  jax.tree.map(close, single.params, sharded.params)
 
 
 def test_invalid_inputs_raise(toy, trained):
   x, y = toy
   model, _ = trained
-  with pytest.raises(ConfigError, match="n_critic"):
-    pw.PixelWGCSConfig(n_critic=0)
-  with pytest.raises(ConfigError, match="b1"):
-    pw.PixelWGCSConfig(b1=1.0)
-  with pytest.raises(ConfigError, match="widths"):
-    pw.PixelWGCSConfig(widths=())
+  fit = pw.PixelWGCS.fit
+  with pytest.raises(ConfigError, match="pixel_wgcs.n_critic=0 must be a positive number"):
+    fit(x, y, num_classes=2, config=_tiny(n_critic=0))
+  with pytest.raises(ConfigError, match=r"pixel_wgcs.b1=1.0 must be in \[0, 1\)"):
+    fit(x, y, num_classes=2, config=_tiny(b1=1.0))
+  with pytest.raises(ConfigError, match=r"pixel_wgcs.widths=\(\) must be one or more"):
+    fit(x, y, num_classes=2, config=_tiny(widths=()))
   with pytest.raises(DataError, match="N = len"):
-    pw.train(x[:5], y, num_classes=2, config=TINY)
+    fit(x[:5], y, num_classes=2, config=TINY)
   with pytest.raises(DataError, match="labels must lie"):
-    pw.train(x + 1, y, num_classes=2, config=TINY)
+    fit(x + 1, y, num_classes=2, config=TINY)
   with pytest.raises(DataError, match=r"\[0, 1\]"):
-    pw.train(x, 2.0 * y, num_classes=2, config=TINY)
+    fit(x, 2.0 * y, num_classes=2, config=TINY)
   with pytest.raises(DataError, match="labels must lie"):
     model.generate([0, 2], jax.random.key(0))
   with pytest.raises(ConfigError, match="divisible"):
-    pw.train(
-      x,
-      y,
-      num_classes=2,
-      config=dataclasses.replace(TINY, batch_size=12),
-      mesh=parallel.make_mesh(8, 1),
-    )
+    fit(x, y, num_classes=2, config=_tiny(batch_size=12), mesh=parallel.make_mesh(8, 1))

@@ -9,6 +9,8 @@ from lsdm_jax.data.sources import to_float
 from lsdm_jax.data.tasks import avg_pool
 from lsdm_jax.errors import DataError
 
+from .conftest import section
+
 
 @pytest.fixture(scope="module")
 def pairs(mnist5k):
@@ -39,8 +41,10 @@ def test_regressor_beats_bicubic_on_its_pairs(pairs):
   from lsdm_jax.metrics.image import psnr
 
   x, y = pairs
-  model = superres.train_regressor(x, y, 4, steps=150, batch_size=32, features=(16, 16))
-  assert len(model.history) == 1 and np.isfinite(model.history[0]["mse"])
+  config = section("superres_regressor", steps=150, batch_size=32, features=(16, 16))
+  model = superres.train_regressor(x, y, 4, config=config)
+  np.testing.assert_array_equal(model.history["step"], [150])
+  assert np.isfinite(model.history["mse"][0])
   pred = model.predict(x, batch_size=40)  # Several batches, the last one short.
   assert pred.shape == y.shape
   gain = float(np.mean(psnr(pred, y)) - np.mean(psnr(superres.bicubic(x, 4), y)))
@@ -49,7 +53,8 @@ def test_regressor_beats_bicubic_on_its_pairs(pairs):
 
 def test_evaluate_baselines_reports_both_without_a_net(pairs):
   x, y = pairs
-  res = superres.evaluate_baselines(x[:64], y[:64], x[64:], y[64:], 4, None, steps=5)
+  config = section("superres_regressor", steps=5)
+  res = superres.evaluate_baselines(x[:64], y[:64], x[64:], y[64:], 4, None, config=config)
   assert set(res) == {"bicubic", "regression"}
   for metrics in res.values():
     assert {"psnr", "ssim", "consistency", "fd_pixels"} <= set(metrics)
@@ -60,4 +65,4 @@ def test_evaluate_baselines_reports_both_without_a_net(pairs):
 def test_regressor_refuses_mismatched_pairs(pairs):
   x, y = pairs
   with pytest.raises(DataError, match="upsampled by 2"):
-    superres.train_regressor(x, y, 2, steps=1)
+    superres.train_regressor(x, y, 2, config=section("superres_regressor", steps=1))
