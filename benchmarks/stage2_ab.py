@@ -122,7 +122,7 @@ def _quartiles(xs):
   return q[0], q[1], q[2]
 
 
-def markdown(variants, rates, quick: bool, rounds: int, calls: int, config) -> str:
+def markdown(variants, rates, quick: bool, rounds: int, calls: int, config, load) -> str:
   names = [name for name, _ in variants]
   base = rates[names[0]]
   c = config.stage2
@@ -140,7 +140,8 @@ def markdown(variants, rates, quick: bool, rounds: int, calls: int, config) -> s
     + "`: critic estimator, batch "
     f"{c.batch_size}, n_critic {c.n_critic}, {c.steps_per_call} generator steps per "
     f"call, G {tuple(c.hidden)}, critic {tuple(c.critic_hidden)}; {rounds} rounds of "
-    f"{calls} calls per variant, interleaved. Rates are generator steps per second.",
+    f"{calls} calls per variant, interleaved. Rates are generator steps per second. "
+    f"1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end.",
     "",
     "| variant | median | IQR | min–max | ratio to first, median (min–max) | faster in |",
     "|---|---:|---:|---:|---:|---:|",
@@ -182,8 +183,10 @@ def main(argv=None) -> None:
   variants = [(default, [])]
   for v in args.variant or ["gp_stride=1"]:
     variants.append((v, [_parse(v)]))
+  load_before = os.getloadavg()[0]
   rates = measure(variants, args.quick, rounds, calls)
-  text = markdown(variants, rates, args.quick, rounds, calls, config)
+  load = (load_before, os.getloadavg()[0])
+  text = markdown(variants, rates, args.quick, rounds, calls, config, load)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text)

@@ -281,6 +281,9 @@ def markdown(r: dict, quick: bool) -> str:
     f"core(s) ({_cpu_name()}), {platform.python_implementation()} {platform.python_version()}"
     + (", **--quick (tiny models; not a measurement)**" if quick else ""),
     "",
+    f"1-minute load average {r['load'][0]:.1f} at the start and {r['load'][1]:.1f} at the "
+    "end (other processes on the same cores slow every rate here).",
+    "",
     ("Tiny models" if quick else "Default-config model sizes")
     + ", freshly initialised (see `benchmarks/throughput.py`). "
     "Absolute rates are meaningful only on an otherwise idle machine; the ratios within "
@@ -301,7 +304,9 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=str(RESULTS), help="markdown file to write")
   args = parser.parse_args(argv)
   quick = args.quick
+  load_before = os.getloadavg()[0]
   result = run(quick, args.calls or (2 if quick else 20))
+  result["load"] = (load_before, os.getloadavg()[0])
   text = markdown(result, quick)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
