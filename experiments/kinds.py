@@ -245,7 +245,7 @@ def run_superres_baselines(run, config, wd, study) -> list[dict]:
     test_y,
     exp.task.factor,
     load_or_train_classifier(exp.dataset),
-    steps=run.options.get("regression_steps", 2000),
+    config=config.superres_regressor,
     seed=config.seed,
   )
   spread_real = study.rows(run.options["reference"])[0]["metrics"].get("spread_real")

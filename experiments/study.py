@@ -35,7 +35,7 @@ from lsdm_jax.workdir import atomic_write, write_json
 
 FLAGS = flags.FLAGS
 OPTIONS = ("variant", "reference", "pairs", "ddim_steps", "distill_steps", "projections")
-OPTIONS += ("compare", "timing_repeats", "regression_steps", "unpaired_reference")
+OPTIONS += ("compare", "timing_repeats", "unpaired_reference")
 SEED_FIELDS = ("seed", "data.split_seed", "stage2.seed")
 
 

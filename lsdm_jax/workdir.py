@@ -144,8 +144,9 @@ def _read_json(path: pathlib.Path):
 
 
 def _results(config: dict) -> dict:
-  """The part of a resolved config that decides what a run computes."""
-  out = {k: v for k, v in config.items() if k != "eval"}
+  """The part of a resolved config that decides what a run computes (the baselines'
+  sections do not: no stage reads them)."""
+  out = {k: v for k, v in config.items() if k != "eval" and k not in config_lib.BASELINES}
   for stage in ("stage1", "stage2"):
     if isinstance(out.get(stage), dict):
       out[stage] = {k: v for k, v in out[stage].items() if k not in OPERATIONAL_FIELDS}

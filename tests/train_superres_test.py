@@ -86,7 +86,10 @@ def test_superres_baselines_score_on_the_runs_paired_set(run):
     def rows(self, name):
       return [{"metrics": metrics}]
 
-  spec = study.Run("b", 0, "superres_baselines", {}, {"reference": "a_s0", "regression_steps": 5})
+  config = config.copy_and_resolve_references()
+  config.superres_regressor.steps = 5
+  config.superres_regressor.steps_per_call = 5
+  spec = study.Run("b", 0, "superres_baselines", {}, {"reference": "a_s0"})
   rows = kinds.run_superres_baselines(spec, config, workdir, Study())
   assert [r["setting"] for r in rows] == ["b_bicubic", "b_regression"]
   for r in rows:
