@@ -61,7 +61,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage1.log_every = 100  # Steps between progress lines.
   c.stage1.save_every = 1000  # Steps between checkpoints.
   c.stage1.keep = 2  # Checkpoints kept.
-  c.stage1.steps_per_call = 1  # Optimiser steps fused in one jitted call.
   c.stage1.skip_nonfinite = False  # Skip non-finite steps instead of stopping.
 
   c.stage2 = ml_collections.ConfigDict()

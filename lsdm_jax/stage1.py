@@ -131,10 +131,6 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
 
   loop_cfg = loop.LoopConfig.from_config("stage1", cfg)
   loop_cfg.validate("stage1")
-  if cfg.steps_per_call != 1:
-    from lsdm_jax.errors import ConfigError
-
-    raise ConfigError("stage1.steps_per_call must be 1 (stage-1 batches come from the host)")
   manager = checkpoints.make_manager(
     pathlib.Path(workdir) / "stage1", save_every=cfg.save_every, keep=cfg.keep
   )

@@ -83,8 +83,6 @@ def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None
   for name in ("stage1", "stage2"):
     LoopConfig.from_config(name, config[name]).validate(name)
     parallel.check_batch_size(config[name].batch_size, mesh, f"{name}.batch_size")
-  if config.stage1.get("steps_per_call", 1) != 1:  # One step per call where it is unset.
-    raise ConfigError("stage1.steps_per_call must be 1 (stage-1 batches come from the host)")
   check_image_shape(ds.image_shape, len(config.stage1.features))
   if task.cond_kind == "label":
     counts = np.bincount(ds.train_labels[split.paired], minlength=ds.num_classes)

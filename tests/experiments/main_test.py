@@ -251,7 +251,6 @@ CONFIG_CASES = {
   "gp_stride_not_a_divisor": ["--config.stage2.gp_stride=3"],
   "ema_decay_one": ["--config.stage2.ema_decay=1.0"],
   "stage2_seed_below_minus_one": ["--config.stage2.seed=-2"],
-  "stage1_steps_per_call": ["--config.stage1.steps_per_call=2"],
   "zero_save_every": ["--config.stage1.save_every=0"],
   "zero_keep": ["--config.stage2.keep=0"],
   "batch_not_divisible": ["--config.stage1.batch_size=33"],
