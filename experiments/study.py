@@ -103,6 +103,18 @@ def check_overrides(runs: list[Run], overrides: dict) -> None:
     raise ConfigError(f"--config overrides {clash}: the study sets them per run")
 
 
+def check_only(runs: list[Run], only: str | None) -> None:
+  """Raises ConfigError if `only` is not a regular expression or matches no run."""
+  if only is None:
+    return
+  try:
+    pattern = re.compile(only)
+  except re.error as e:
+    raise ConfigError(f"--only={only!r} is not a regular expression ({e})") from None
+  if not any(pattern.search(r.name) for r in runs):
+    raise ConfigError(f"--only={only!r} matches none of the study's runs (--list)")
+
+
 def _values(runs, key):
   return {json.dumps(r.fields.get(key), default=str) for r in runs}
 
@@ -242,15 +254,9 @@ def main(argv):
     overrides = config_flags.get_override_values(FLAGS["config"])
     title = f"Study `{FLAGS.study}` of {pathlib.Path(module.__file__).name}"
     study = Study(module, runs, FLAGS.out, overrides, title)
+    check_only(runs, FLAGS.only)
   except ConfigError as e:
     cli.fail(str(e))
-  if FLAGS.only is not None:
-    try:
-      chosen = [r for r in runs if re.search(FLAGS.only, r.name)]
-    except re.error as e:
-      cli.fail(f"--only={FLAGS.only!r} is not a regular expression ({e})")
-    if not chosen:
-      cli.fail(f"--only={FLAGS.only!r} matches none of the study's runs (--list)")
   if FLAGS.list:
     print(study.listing())
     return

@@ -65,6 +65,23 @@ def test_an_override_of_a_grid_field_is_an_error(overrides, message):
     study.Study(module, runs, "unused", overrides)
 
 
+def test_only_must_be_a_regular_expression_that_matches_a_run():
+  _, runs = _plan("mnist5k_classcond", "quick")
+  study.check_only(runs, "_s1$")
+  for only, message in (("(", "is not a regular expression"), ("^nope$", "matches none")):
+    with pytest.raises(ConfigError, match=message):
+      study.check_only(runs, only)
+
+
+def test_a_bad_baseline_value_on_the_command_line_is_a_config_error():
+  from lsdm_jax import config as config_lib
+
+  module, runs = _plan("mnist5k_classcond", "quick")
+  s = study.Study(module, runs, "unused", {"latent_diffusion.steps": 0})
+  with pytest.raises(ConfigError, match="latent_diffusion.steps"):
+    config_lib.validate(s.configs["latent_diffusion_p500_s0"])
+
+
 def test_every_study_of_every_config_builds_valid_configs():
   from lsdm_jax import config as config_lib
 
@@ -178,20 +195,17 @@ def _study(tmp_path, *flags, config="test.py", which="unpaired"):
   )
 
 
-@pytest.mark.parametrize(
-  "flags, why",
-  [
-    (["--only=("], "is not a regular expression"),
-    (["--only=^nope$"], "matches none"),
+def test_bad_flags_are_one_line_errors_and_run_nothing(tmp_path):
+  # One process per flag costs seconds each: the two paths of the command line, an
+  # unknown field (the flag parser) and a bad --only (the runner); the others are checked
+  # in-process above and in tests/cli_test.py.
+  for flags, why in (
     (["--config.stage2.stepz=1"], "stage2.stepz"),
-    (["--config.data.n_unpaired=5"], "the study sets them per run"),
-    (["--config.latent_diffusion.steps=x"], "latent_diffusion.steps"),
-  ],
-)
-def test_bad_flags_are_one_line_errors_and_run_nothing(tmp_path, flags, why):
-  r = _study(tmp_path, *flags)
-  assert r.returncode == 2 and why in r.stderr, r.stderr
-  assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+    (["--only=("], "is not a regular expression"),
+  ):
+    r = _study(tmp_path, *flags)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
   assert not (tmp_path / "out" / "runs").exists()
 
 
