@@ -86,15 +86,8 @@ def unpaired_grid(
   for p in baselines:
     for seed in seeds:
       ref = f"lsdm_critic_p{p}_u{max(n_unpaired)}_w0_s{seed}"
-      add(
-        f"latent_diffusion_p{p}",
-        seed,
-        "latent_diffusion",
-        reference=ref,
-        ddim_steps=ddim_steps,
-        timing_repeats=timing_repeats,
-        **fields,
-      )
+      add(f"latent_diffusion_p{p}", seed, "latent_diffusion", reference=ref,
+          ddim_steps=ddim_steps, timing_repeats=timing_repeats, **fields)  # fmt: skip
       for kind in ("pixel_wgcs", "cvae"):
         add(f"{kind}_p{p}", seed, kind, reference=ref, timing_repeats=timing_repeats, **fields)
 
@@ -112,44 +105,20 @@ def semi_grid(add, seeds=(0, 1, 2), fields=None, oracle_paired=4000, distill_ste
   """The paper's stage 2 against the semi-supervised mode, the oracle (every train image
   paired) and latent diffusion on the true and the pseudo pairs (with its consistency
   distillation), on each seed's one stage 1; the labellers on the first seed's latents."""
-  fields = fields or {}
+  common = {"timing_repeats": 5, **(fields or {})}
   for seed in seeds:
     for name in ("paper", "semi", "semi_sinkhorn"):
-      add(
-        name,
-        seed,
-        variant="critic" if name == "paper" else name,
-        compare="paper",
-        timing_repeats=5,
-        **{"seed": seed, **fields},
-      )
+      semi = name != "paper"
+      add(name, seed, variant=name if semi else "critic", compare="paper" if semi else None,
+          seed=seed, **common)  # fmt: skip
     add(
-      "oracle",
-      seed,
-      timing_repeats=5,
-      **{"seed": seed, **fields, "data.n_paired": oracle_paired, "data.n_unpaired": 0},
+      "oracle", seed, seed=seed, **{**common, "data.n_paired": oracle_paired, "data.n_unpaired": 0}
     )
-    add(
-      "ld_paired",
-      seed,
-      "latent_diffusion",
-      reference=f"paper_s{seed}",
-      ddim_steps=DDIM_STEPS,
-      timing_repeats=5,
-      **fields,
-    )
-    add(
-      "ld_pseudo",
-      seed,
-      "latent_diffusion",
-      reference=f"semi_s{seed}",
-      pairs="pseudo",
-      ddim_steps=DDIM_STEPS,
-      distill_steps=distill_steps,
-      timing_repeats=5,
-      **fields,
-    )
-  add("labellers", seeds[0], "labellers", reference=f"paper_s{seeds[0]}", **fields)
+    ld = {"ddim_steps": DDIM_STEPS, **common}
+    add("ld_paired", seed, "latent_diffusion", reference=f"paper_s{seed}", **ld)
+    add("ld_pseudo", seed, "latent_diffusion", reference=f"semi_s{seed}", pairs="pseudo",
+        distill_steps=distill_steps, **ld)  # fmt: skip
+  add("labellers", seeds[0], "labellers", reference=f"paper_s{seeds[0]}", **(fields or {}))
 
 
 def sweep(add, study: str):
