@@ -52,6 +52,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import time_calls  # benchmarks/timing.py (the script's own folder)
 
+from experiments.report import markdown_table  # noqa: E402
 from lsdm_jax import config as config_lib  # noqa: E402
 from lsdm_jax import loop, parallel, stage1, stage2  # noqa: E402
 from lsdm_jax.data.tasks import Task  # noqa: E402
@@ -159,21 +160,18 @@ def markdown(rows, config, quick: bool, image_shape) -> str:
     "sharding overhead, not speed-up (see `benchmarks/scaling.py` for the GPU/TPU "
     "projection).",
     "",
-    "| devices | " + " | ".join(stages) + " |",
-    "|---:|" + "---:|" * len(stages),
   ]
-  for row in rows:
-    cells = [
+  body = [
+    [str(row["devices"])]
+    + [
       f"{row[k]['examples_per_s']:.0f} (×{row[k]['examples_per_s'] / base[k]:.2f})" for k in stages
     ]
-    lines.append(f"| {row['devices']} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "| stage | parameters P | all-reduces per step |",
-    "|---|---:|---:|",
+    for row in rows
   ]
-  lines += [f"| {k} | {rows[0][k]['params']:,} | {rows[0][k]['updates']} |" for k in stages]
-  return "\n".join(lines) + "\n"
+  lines.append(markdown_table(["devices", *stages], body, "r" * (1 + len(stages))))
+  body = [[k, f"{rows[0][k]['params']:,}", str(rows[0][k]["updates"])] for k in stages]
+  lines.append(markdown_table(["stage", "parameters P", "all-reduces per step"], body, "lrr"))
+  return "\n".join(lines)
 
 
 def main(argv=None) -> None:

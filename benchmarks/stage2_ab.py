@@ -37,6 +37,7 @@ import time
 import jax
 import numpy as np
 
+from experiments.report import markdown_table
 from lsdm_jax import config as config_lib
 from lsdm_jax import parallel, stage2
 from lsdm_jax.data.tasks import Task
@@ -143,9 +144,8 @@ def markdown(variants, rates, quick: bool, rounds: int, calls: int, config, load
     f"{calls} calls per variant, interleaved. Rates are generator steps per second. "
     f"1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end.",
     "",
-    "| variant | median | IQR | min–max | ratio to first, median (min–max) | faster in |",
-    "|---|---:|---:|---:|---:|---:|",
   ]
+  body = []
   for name in names:
     xs = rates[name]
     q1, med, q3 = _quartiles(xs)
@@ -155,11 +155,11 @@ def markdown(variants, rates, quick: bool, rounds: int, calls: int, config, load
       ratios = [x / b for x, b in zip(xs, base, strict=True)]
       ratio = f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})"
       faster = f"{sum(r > 1 for r in ratios)} of {len(ratios)} rounds"
-    lines.append(
-      f"| {name} | {med:.1f} | {q1:.1f}–{q3:.1f} | {min(xs):.1f}–{max(xs):.1f} | {ratio} "
-      f"| {faster} |"
+    body.append(
+      [name, f"{med:.1f}", f"{q1:.1f}–{q3:.1f}", f"{min(xs):.1f}–{max(xs):.1f}", ratio, faster]
     )
-  return "\n".join(lines) + "\n"
+  head = ["variant", "median", "IQR", "min–max", "ratio to first, median (min–max)", "faster in"]
+  return "\n".join(lines) + "\n" + markdown_table(head, body, "lrrrrr")
 
 
 def main(argv=None) -> None:

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from timing import time_calls  # benchmarks/timing.py (the script's own folder)
 
+from experiments.report import markdown_table
 from lsdm_jax import config as config_lib
 from lsdm_jax import loop, parallel, sampling, stage1, stage2
 from lsdm_jax.baselines import latent_diffusion
@@ -290,11 +291,9 @@ def markdown(r: dict, quick: bool) -> str:
     "the table (latent diffusion against LSDM, generation against the matmul) are timed in "
     "one process and hold up better under load.",
     "",
-    "| what | rate | setting |",
-    "|---|---:|---|",
   ]
-  lines += [f"| {a} | {b} | {s} |" for a, b, s in rows]
-  return "\n".join(lines) + "\n"
+  body = [list(r) for r in rows]
+  return "\n".join(lines) + "\n" + markdown_table(["what", "rate", "setting"], body, "lrl")
 
 
 def main(argv=None) -> None:

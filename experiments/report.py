@@ -85,8 +85,10 @@ def mean_std(values, fmt: str = "{:.3f}") -> str:
   return f"{fmt.format(v.mean())} ± {fmt.replace('+', '').format(v.std(ddof=1))}"
 
 
-def markdown_table(head: list[str], body: list[list[str]]) -> str:
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def markdown_table(head: list[str], body: list[list[str]], align: str = "") -> str:
+  """A markdown table; `align` has an 'r' for each right-aligned column (default left)."""
+  rule = ["---:" if a == "r" else "---" for a in align.ljust(len(head), "l")]
+  lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
   return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
 
 
