@@ -102,6 +102,7 @@ def test_quickstart(tmp_path, compile_cache, monkeypatch):
   assert len(images) >= 4  # Curves, samples, reconstructions, latent PCA.
 
 
+@pytest.mark.slow  # Two tiny runs; the quickstart and superres notebooks run by default.
 def test_semi_supervised(tmp_path, compile_cache, monkeypatch):
   nb = execute("semi_supervised.ipynb", tmp_path, compile_cache, monkeypatch)
   root = tmp_path / "runs" / "semi_supervised_tiny"

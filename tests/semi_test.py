@@ -209,6 +209,7 @@ def test_semi_classcond_run_trains_on_pseudo_pairs_and_logs_the_labeller(tmp_pat
   assert np.isfinite(saved["fd"]) and np.isfinite(saved["accuracy"])
 
 
+@pytest.mark.slow  # The classcond run above covers the semi mode's pipeline by default.
 def test_semi_superres_uses_exact_conditions(tmp_path):
   from lsdm_jax import train
 

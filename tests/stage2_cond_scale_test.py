@@ -76,6 +76,7 @@ def _train(scale, calls=4):
   return rel_err, fake.std(0)
 
 
+@pytest.mark.slow  # Two trainings; the shuffled-coupling test above checks the scale by default.
 @pytest.mark.parametrize("scale, dependent", [(10.0, True), (0.01, False)])
 def test_cond_scale_keeps_or_loses_the_dependence(scale, dependent):
   rel_err, std = _train(scale)
