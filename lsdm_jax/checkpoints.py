@@ -130,22 +130,24 @@ def _collect_abandoned_reads() -> None:
   A failed restore leaves Orbax's other reads of that checkpoint unfinished. Collected,
   each one's error would be printed with a traceback ("Exception ignored in ...",
   "Future exception was never retrieved"), repeating the failure that `restore_latest`
-  reports in one line. They are collected here, and exactly these reports are dropped
-  while that runs; the previous hook and filters are back afterwards.
+  reports in one line. The unraisable-exception hook drops exactly these reports while
+  they are collected here and is restored afterwards. An abandoned asyncio task may finish
+  and be collected later, so the asyncio logger keeps a filter that drops only the
+  reports of abandoned TensorStore reads.
   """
-  previous, dropper = sys.unraisablehook, _DropAbandonedReads()
+  previous = sys.unraisablehook
 
   def hook(unraisable):
     if not _is_abandoned_read(unraisable):
       previous(unraisable)
 
   asyncio_logger = logging_std.getLogger("asyncio")
+  if not any(isinstance(f, _DropAbandonedReads) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_DropAbandonedReads())
   sys.unraisablehook = hook
-  asyncio_logger.addFilter(dropper)
   try:
     gc.collect()
   finally:
-    asyncio_logger.removeFilter(dropper)
     sys.unraisablehook = previous
 
 

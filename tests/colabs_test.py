@@ -112,6 +112,7 @@ def test_semi_supervised(tmp_path, compile_cache, monkeypatch):
   assert "accuracy" in text and "paired + unpaired" in text
 
 
+@pytest.mark.slow  # tests/train_superres_test.py runs the same pipeline by default.
 def test_superres(tmp_path, compile_cache, monkeypatch):
   nb = execute("superres.ipynb", tmp_path, compile_cache, monkeypatch)
   assert (tmp_path / "runs" / "superres_tiny" / "metrics.json").exists()

@@ -109,7 +109,7 @@ def test_stage1_step_is_the_same_on_every_mesh():
 # --------------------------------------------------------------------------- stage 2
 
 
-@pytest.mark.parametrize("estimator", ["critic", "sinkhorn"])
+@pytest.mark.parametrize("estimator", ["critic", pytest.param("sinkhorn", marks=pytest.mark.slow)])
 def test_stage2_step_is_the_same_on_every_mesh(estimator):
   config = config_lib.base_config()
   s = config.stage2

@@ -17,7 +17,14 @@ def _cfg(regularizer="kl", loss="bce"):
   return c
 
 
-@pytest.mark.parametrize("regularizer, loss", [("kl", "bce"), ("l2", "mse"), ("none", "bce")])
+@pytest.mark.parametrize(
+  "regularizer, loss",
+  [
+    ("kl", "bce"),
+    pytest.param("l2", "mse", marks=pytest.mark.slow),
+    pytest.param("none", "bce", marks=pytest.mark.slow),
+  ],
+)
 def test_train_step_lowers_the_loss_on_a_sharded_batch(mnist5k, regularizer, loss):
   cfg = _cfg(regularizer, loss)
   mesh = parallel.make_mesh(8, 1)

@@ -53,7 +53,8 @@ def _class_stats(s2, params, key):
 
 
 @pytest.mark.parametrize(
-  "estimator, calls, gp_stride", [("sinkhorn", 4, 1), ("critic", 12, 1), ("critic", 12, 2)]
+  "estimator, calls, gp_stride",
+  [("sinkhorn", 4, 1), pytest.param("critic", 12, 1, marks=pytest.mark.slow), ("critic", 12, 2)],
 )
 def test_generator_learns_the_conditional_laws(key, estimator, calls, gp_stride):
   config = _config(estimator)
