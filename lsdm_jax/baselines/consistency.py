@@ -1,23 +1,14 @@
 """Baseline: consistency distillation of the latent diffusion model (a one-step peer of LSDM).
 
 A consistency model f(z_t, t, x) maps any point of a probability-flow trajectory to its
-start, so one evaluation turns noise into a latent, as LSDM's G does (Song et al., 2023,
-consistency distillation). It is distilled from a trained `LatentDiffusion` teacher in the
-same standardised latent space and decoded by the same D, so the comparison with LSDM
-isolates how the one-step map is learnt: by matching distributions (LSDM) or by
-compressing a diffusion model's trajectories (here).
+start (Song et al., 2023). It is distilled from a trained `LatentDiffusion` teacher in the
+same latent space: draw (x, z) and a grid index n of the teacher's `sampling_grid`, noise z
+to level n, take one teacher DDIM step to n + 1, and regress f(z_n, n) on the target
+network's f(ẑ_{n+1}, n + 1). The target is an EMA of the student (`target_decay`); the
+student starts from the teacher's weights; f is the denoiser's clean estimate.
 
-Training, on the teacher's log-SNR grid of `grid_steps` steps (`sampling_grid`): draw
-(x, z) and a grid index n, noise z to level n (z_n = α_n z + σ_n ε), take one DDIM step of
-the teacher to level n + 1, and move the student so that f(z_n, n) matches the target
-network's f(ẑ_{n+1}, n + 1) (squared error). The target network is an exponential moving
-average of the student (`target_decay`); the student starts from the teacher's weights.
-f is the denoiser's own clean-latent estimate, ẑ = α z_t − σ v̂, which tends to z_t at the
-clean end of the grid (the boundary condition).
-
-Sampling with k steps: f at pure noise, then k − 1 times re-noise to `restart_logsnr`
-(evenly spaced log-SNRs up to it) and apply f again. Settings: the `consistency` section of
-`lsdm_jax.config.base_config()`.
+Sampling with k steps: f at pure noise, then k − 1 times re-noise (log-SNRs evenly spaced up
+to `restart_logsnr`) and apply f. Settings: the `consistency` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -48,7 +39,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def clean_estimate(model: ld.Denoiser, params, z_t, logsnr, x) -> jax.Array:
-  """f(z_t, logsnr, x): the denoiser's estimate of the clean latent (v or ε parameterised)."""
+  """f(z_t, logsnr, x): the denoiser's estimate of the clean latent."""
   t = jnp.broadcast_to(ld.t_from_logsnr(logsnr), (z_t.shape[0],))
   out = model.apply({"params": params}, z_t, t, x)
   alpha, sigma = ld.alpha_sigma(jnp.reshape(logsnr, (-1, 1)))
@@ -69,8 +60,7 @@ def _teacher_step(model, params, z_t, logsnr_t, logsnr_s, x) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("model", "config", "num_steps"), donate_argnums=0)
 def train_call(state, data, teacher, key, *, model, config, num_steps: int):
   """`num_steps` distillation steps in one `lax.scan`, step k's randomness from
-  fold_in(key, k); params are {'model' (the student), 'target', 'ema'}. Returns the state
-  and the call's mean `loss`."""
+  fold_in(key, k); params {'model' (the student), 'target', 'ema'}; mean `loss`."""
   tx = make_optimizer(config)
   grid = jnp.asarray(ld.sampling_grid(config.grid_steps))
   x_all, z_all = data
@@ -78,8 +68,7 @@ def train_call(state, data, teacher, key, *, model, config, num_steps: int):
   def body(s: loop.TrainState, _):
     k = jax.random.fold_in(key, s.step)
     k_idx, k_n, k_eps = jax.random.split(k, 3)
-    idx = jax.random.randint(k_idx, (config.batch_size,), 0, z_all.shape[0])
-    x, z = x_all[idx], z_all[idx]
+    x, z = paired_data.sample_batch(k_idx, x_all, z_all, (config.batch_size,))
     n = jax.random.randint(k_n, (config.batch_size,), 0, config.grid_steps)
     lo, hi = grid[n], grid[n + 1]  # lo: noisier.
     alpha, sigma = ld.alpha_sigma(lo[:, None])
@@ -104,7 +93,7 @@ def train_call(state, data, teacher, key, *, model, config, num_steps: int):
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "restart_logsnr"))
 def sample(model, params, x, key, *, num_steps: int = 1, restart_logsnr: float = 2.0):
-  """z ~ p(z | x) in `num_steps` evaluations of the consistency model (see the module)."""
+  """z ~ p(z | x) in `num_steps` evaluations of the consistency model."""
   b = x.shape[0]
   keys = jax.random.split(key, num_steps)
   z = jax.random.normal(keys[0], (b, model.latent_dim))
@@ -119,13 +108,8 @@ def sample(model, params, x, key, *, num_steps: int = 1, restart_logsnr: float =
 
 @dataclasses.dataclass(frozen=True)
 class ConsistencyModel:
-  """A distilled consistency model: the teacher's denoiser definition and its own weights.
-
-  Attributes:
-    model: the denoiser (the teacher's definition).
-    params: the student's EMA weights.
-    restart_logsnr: the log-SNR the multistep sampler re-noises to.
-  """
+  """A distilled consistency model: the teacher's denoiser, the student's EMA weights and
+  the log-SNR the multistep sampler re-noises to."""
 
   model: ld.Denoiser
   params: Params
@@ -141,17 +125,8 @@ class ConsistencyModel:
     config: ml_collections.ConfigDict | None = None,
     seed: int = 0,
   ) -> tuple[ConsistencyModel, dict[str, np.ndarray]]:
-    """Distils `teacher` on the pairs (x, z) it was trained on.
-
-    Args:
-      teacher: the trained latent diffusion model; the student starts from its weights.
-      x, z: its paired conditions (N, ...) and standardised latents (N, d).
-      config: the `consistency` section of `base_config()` (None: its defaults).
-      seed: the distillation's randomness (batches, grid levels, noise).
-
-    Returns:
-      (the model, history): see `loop.train_in_memory` (metric `loss`).
-    """
+    """Distils `teacher` on the pairs (x, z) it was trained on; `config`: the `consistency`
+    section (None: defaults). Returns (the model, `loop.train_in_memory`'s history)."""
     config = paired_data.settings("consistency", config)
     model = teacher.model
     x = jnp.asarray(x)
@@ -160,15 +135,10 @@ class ConsistencyModel:
     copies = {"target": jax.tree.map(jnp.copy, params), "ema": jax.tree.map(jnp.copy, params)}
     opt_state = make_optimizer(config).init(params)
     state = loop.TrainState.create({"model": params, **copies}, opt_state)
-    key = jax.random.key(seed)
+    key, kw = jax.random.key(seed), {"model": model, "config": config}
+    call = lambda s, n: train_call(s, (x, z), teacher.params, key, num_steps=n, **kw)  # noqa: E731
     state, history = loop.train_in_memory(
-      "consistency",
-      state,
-      lambda s, n: train_call(
-        s, (x, z), teacher.params, key, model=model, config=config, num_steps=n
-      ),
-      steps=config.steps,
-      steps_per_call=config.steps_per_call,
+      "consistency", state, call, steps=config.steps, steps_per_call=config.steps_per_call
     )
     return cls(model, state.params["ema"], config.restart_logsnr), history
 

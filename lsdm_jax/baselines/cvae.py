@@ -1,20 +1,10 @@
 """Baseline: a conditional VAE trained on the paired examples alone (supervised only).
 
-The supervised-only reference point of the semi-supervised comparison: the same paired
-(x, y) that LSDM's stage 2 sees, no unpaired images at all. Its gap to LSDM is what the
-unpaired data bring through the autoencoder.
-
-* encoder q(z | y, x): an MLP on concat(2y − 1 flattened, e(x)) to the mean and
-  log-variance of a diagonal Gaussian (e: a learned label embedding);
-* decoder p(y | z, x): an MLP on concat(z, e(x)) to every pixel's logit, a Bernoulli
-  likelihood per pixel (grey levels in [0, 1] as soft targets, the usual MNIST choice);
-* loss: the negative ELBO, BCE summed over pixels + β · KL(q(z | y, x) ‖ N(0, I)), per
-  example, averaged over the batch;
-* generation: decode(z ~ N(0, I), x) in one jitted call, returning the Bernoulli means
-  sigmoid(logits) (the grey-level image, not a binary sample).
-
-Conditions are class labels (the class-conditional task): x is an int32 label.
-Settings: the `cvae` section of `lsdm_jax.config.base_config()`.
+Its gap to LSDM is what the unpaired images bring. Encoder q(z | y, x) and decoder
+p(y | z, x) are MLPs with a learned label embedding; per-pixel Bernoulli likelihood (grey
+levels as soft targets); loss: BCE summed over pixels + β · KL(q ‖ N(0, I)), averaged over
+the batch. Generation returns the Bernoulli means of decode(z ~ N(0, I), x). Conditions are
+int32 labels. Settings: the `cvae` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -38,19 +28,8 @@ from lsdm_jax.sampling import noise_per_row
 Params = dict
 
 
-# --------------------------------------------------------------------------- model
-
-
 class CVAE(nn.Module):
-  """Encoder q(z | y, x) and decoder p(y | z, x); use `encode` / `decode_logits` as methods.
-
-  Attributes:
-    image_shape: (H, W, C).
-    num_classes: label table size.
-    latent_dim: size of z.
-    embed_features: width of the label embedding.
-    encoder_widths, decoder_widths: MLP widths.
-  """
+  """Encoder q(z | y, x) (`encode`) and decoder p(y | z, x) (`decode_logits`)."""
 
   image_shape: Sequence[int]
   num_classes: int
@@ -68,7 +47,7 @@ class CVAE(nn.Module):
     self.pixel_layer = nn.Dense(math.prod(self.image_shape))
 
   def encode(self, y: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """y (B, H, W, C) in [0, 1], x (B,) → mean and log-variance of q, each (B, latent_dim)."""
+    """y (B, H, W, C) in [0, 1], x (B,) → q's mean and log-variance, (B, latent_dim) each."""
     h = jnp.concatenate([2.0 * y.reshape(y.shape[0], -1) - 1.0, self.embed(x)], axis=-1)
     for layer in self.encoder_layers:
       h = nn.gelu(layer(h))
@@ -92,21 +71,12 @@ def make_model(
   image_shape: Sequence[int], num_classes: int, config: ml_collections.ConfigDict
 ) -> CVAE:
   """The `CVAE` of `config` (a `cvae` section)."""
-  return CVAE(
-    tuple(image_shape),
-    num_classes,
-    config.latent_dim,
-    config.embed_features,
-    tuple(config.encoder_widths),
-    tuple(config.decoder_widths),
-  )
-
-
-# --------------------------------------------------------------------------- training
+  widths = (tuple(config.encoder_widths), tuple(config.decoder_widths))
+  return CVAE(tuple(image_shape), num_classes, config.latent_dim, config.embed_features, *widths)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam at a constant rate (the step does not depend on the run's length), after clipping."""
+  """Adam at a constant rate, after clipping."""
   return loop.make_optimizer(config.learning_rate, clip_norm=config.grad_clip)
 
 
@@ -122,19 +92,8 @@ def init_state(model: CVAE, config, y_example: jax.Array, key: jax.Array) -> loo
 def loss_fn(
   params: Params, model: CVAE, x: jax.Array, y: jax.Array, key: jax.Array, beta: float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Negative ELBO per example, averaged: BCE summed over pixels + β · KL.
-
-  Args:
-    params: model parameters.
-    model: the CVAE.
-    x: (B,) int32 labels.
-    y: (B, H, W, C) images in [0, 1].
-    key: reparametrisation noise.
-    beta: KL weight.
-
-  Returns:
-    (loss, {'reconstruction', 'kl'}), all scalars (nats per image).
-  """
+  """Negative ELBO (nats per image) of labels x (B,) and images y (B, H, W, C):
+  (loss, {'reconstruction', 'kl'}); `key` draws the reparametrisation noise."""
   logits, mean, logvar = model.apply({"params": params}, y, x, key)
   recon = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, y), axis=(1, 2, 3))
   kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
@@ -146,8 +105,8 @@ def loss_fn(
   jax.jit, static_argnames=("model", "config", "num_steps", "sharding"), donate_argnums=0
 )
 def train_call(state, data, key, *, model: CVAE, config, num_steps: int, sharding=None):
-  """`num_steps` optimiser steps in one `lax.scan`, step k's batch and noise from
-  fold_in(key, k); returns the state and the means of 'loss', 'reconstruction', 'kl'."""
+  """`num_steps` steps in one `lax.scan`, step k's batch and noise from fold_in(key, k);
+  the means of 'loss', 'reconstruction', 'kl'."""
   x_all, y_all = data
   tx = make_optimizer(config)
 
@@ -166,17 +125,13 @@ def train_call(state, data, key, *, model: CVAE, config, num_steps: int, shardin
   return state, jax.tree.map(jnp.mean, metrics)
 
 
-# --------------------------------------------------------------------------- generation
-
-
 def _generate(model: CVAE, params: Params, x: jax.Array, key: jax.Array) -> jax.Array:
   z = noise_per_row(key, x.shape[0], model.latent_dim)
   return jax.nn.sigmoid(model.apply({"params": params}, z, x, method=CVAE.decode_logits))
 
 
 class ConditionalVAE(paired_data.LabelGenerator):
-  """A trained conditional VAE (`module`: the `CVAE`, `params`: its weights); images are
-  decode(z ~ N(0, I), x), the Bernoulli means."""
+  """A trained conditional VAE (`module`: the `CVAE`, `params`: its weights)."""
 
   @classmethod
   def fit(
@@ -189,20 +144,9 @@ class ConditionalVAE(paired_data.LabelGenerator):
     seed: int = 0,
     mesh: Mesh | None = None,
   ) -> tuple[ConditionalVAE, dict[str, np.ndarray]]:
-    """Trains the conditional VAE on the paired examples (x, y) alone.
-
-    Args:
-      x, y: (N,) int labels in [0, num_classes) and (N, H, W, C) images in [0, 1] (or uint8).
-      num_classes: number of labels.
-      config: the `cvae` section of `base_config()` (None: its defaults).
-      seed, mesh: see `paired_data.train_pairs`.
-
-    Returns:
-      (the model, history): see `loop.train_in_memory` (metrics `loss`, `reconstruction`, `kl`).
-
-    Raises:
-      ConfigError, DataError: for bad settings or data; NonFiniteError: on divergence.
-    """
+    """Trains the CVAE on labels x (N,) and images y (N, H, W, C) (see
+    `paired_data.check_paired`); `config`: the `cvae` section (None: defaults); seed, mesh:
+    see `paired_data.train_pairs`. Returns (the model, the training history)."""
     config = paired_data.settings("cvae", config)
     x, y = paired_data.check_paired(x, y, num_classes)
     model = make_model(y.shape[1:], num_classes, config)

@@ -1,23 +1,13 @@
 """Baseline: conditional diffusion in the stage-1 latent space, decoded by the same D.
 
-LSDM's stage 2 learns p(z | x) with a one-step generator; this baseline learns the same law
-from the same paired latents (x, z = E(y)) with an iterative denoiser, so a comparison of
-the two isolates the generator. Samples come from DDIM (deterministic with eta = 0), then
-y = D(z). Settings: the `latent_diffusion` section of `lsdm_jax.config.base_config()`.
+Learns p(z | x) from the paired latents (x, z = E(y)) with an iterative denoiser instead of
+LSDM's one-step generator; samples come from DDIM on a grid uniform in log-SNR.
 
-Noise schedule, in continuous time t ∈ [0, 1] (t = 0 is data): the cosine schedule on the
-log signal-to-noise ratio, logsnr(t) = -2 log tan(a t + b), with a, b chosen so that logsnr
-runs from LOGSNR_MAX to LOGSNR_MIN; α² = sigmoid(logsnr), σ² = sigmoid(-logsnr) and
-z_t = α z + σ ε. Training draws t uniformly; the sampler steps on a grid uniform in logsnr
-(`sampling_grid`).
-
-The network predicts v = α ε - σ z (Salimans & Ho, 2022) by default: the clean estimate
-ẑ = α z_t - σ v̂ needs no division, whereas ε-prediction's ẑ = (z_t - σ ε̂) / α multiplies
-any error in ε̂ by 1/α (≈ 1800 at t = 1) in the first sampling steps. The v loss is the
-ε-MSE weighted by 1/α²; `prediction='eps'` (plain ε-MSE) remains available.
-
-Classifier-free guidance (off by default): train with `cond_drop_prob > 0` (the condition
-embedding is replaced by a learned null vector), then sample with `guidance_scale > 0`.
+Schedule (t ∈ [0, 1], t = 0 is data): logsnr(t) = -2 log tan(a t + b), from LOGSNR_MAX to
+LOGSNR_MIN; α² = sigmoid(logsnr), σ² = sigmoid(-logsnr), z_t = α z + σ ε. The network
+predicts v = α ε - σ z by default (ẑ = α z_t - σ v̂ needs no division by α), or ε
+(`prediction='eps'`). Classifier-free guidance: train with `cond_drop_prob > 0`, sample
+with `guidance_scale > 0`. Settings: the `latent_diffusion` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -43,37 +33,33 @@ from lsdm_jax.models.conditioning import ConditionEncoder
 
 LOGSNR_MIN, LOGSNR_MAX = config_lib.LOGSNR_RANGE
 
+# The schedule's tan(a t + b) runs from tan(_T_MIN) at t = 0 to tan(_T_MAX) at t = 1.
+_T_MIN = math.atan(math.exp(-0.5 * LOGSNR_MAX))
+_T_MAX = math.atan(math.exp(-0.5 * LOGSNR_MIN))
+
 Params = Any
 
 
-# --------------------------------------------------------------------------- schedule
-
-
 def logsnr_schedule(t: jax.Array) -> jax.Array:
-  """Cosine log-SNR at time t ∈ [0, 1] (any shape), from LOGSNR_MAX (t=0) to LOGSNR_MIN (t=1)."""
-  t_min = math.atan(math.exp(-0.5 * LOGSNR_MAX))
-  t_max = math.atan(math.exp(-0.5 * LOGSNR_MIN))
-  return -2.0 * jnp.log(jnp.tan(t_min + t * (t_max - t_min)))
+  """Cosine log-SNR at t ∈ [0, 1], from LOGSNR_MAX (t=0) to LOGSNR_MIN (t=1)."""
+  return -2.0 * jnp.log(jnp.tan(_T_MIN + t * (_T_MAX - _T_MIN)))
 
 
 def alpha_sigma(logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(α, σ) with α² = sigmoid(logsnr), σ² = sigmoid(-logsnr), so α² + σ² = 1."""
+  """(α, σ) with α² = sigmoid(logsnr), σ² = sigmoid(-logsnr)."""
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
 def timestep_embedding(t: jax.Array, features: int) -> jax.Array:
-  """Sinusoidal embedding of t (B,) in [0, 1] → (B, features), on the scale of 1000 steps."""
+  """Sinusoidal embedding of t (B,) in [0, 1] → (B, features), t scaled by 1000."""
   half = features // 2
   freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / half)
   args = 1000.0 * t[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
-# --------------------------------------------------------------------------- model
-
-
 class ResBlock(nn.Module):
-  """Pre-norm residual MLP block; the embedding modulates it by a scale and shift (FiLM)."""
+  """Pre-norm residual MLP block, FiLM-modulated by the embedding; starts as the identity."""
 
   width: int
   dropout: float = 0.0
@@ -81,7 +67,6 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, h: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
     r = nn.LayerNorm(use_scale=False, use_bias=False)(h)
-    # Zero-initialised modulation and output: each block starts as the identity.
     scale, shift = jnp.split(
       nn.Dense(2 * self.width, kernel_init=nn.initializers.zeros)(emb), 2, -1
     )
@@ -92,19 +77,7 @@ class ResBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-  """Predicts v (or ε) from the noisy latent z_t, the time t and the condition x.
-
-  Attributes:
-    latent_dim: size of z.
-    cond_kind: 'label' or 'image' (see `ConditionEncoder`).
-    num_classes: label table size (kind 'label').
-    width: hidden width.
-    depth: number of residual blocks.
-    cond_features: width of the condition embedding.
-    time_features: size of the sinusoidal time embedding.
-    dropout: dropout rate inside the residual blocks (training only).
-    prediction: 'v' or 'eps'; what the output means (used by the sampler).
-  """
+  """Predicts v (or ε, per `prediction`) from the noisy latent z_t, time t and condition x."""
 
   latent_dim: int
   cond_kind: str
@@ -125,12 +98,8 @@ class Denoiser(nn.Module):
     drop: jax.Array | None = None,
     train: bool = False,
   ) -> jax.Array:
-    """Args: z_t (B, latent_dim); t (B,) in [0, 1]; x (B,) int32 or (B, h, w, c) in [0, 1];
-    drop (B,) bool, where the condition is replaced by the null embedding (guidance);
-    train: enables dropout (needs a 'dropout' rng).
-
-    Returns: (B, latent_dim), the predicted v or ε.
-    """
+    """z_t (B, d), t (B,), x (B,) int32 or (B, h, w, c) → (B, d). `drop` (B,) bool replaces
+    the condition by the null embedding; `train` enables dropout (a 'dropout' rng)."""
     temb = timestep_embedding(t, self.time_features)
     temb = nn.Dense(self.width)(nn.gelu(nn.Dense(self.width)(temb)))
     c = ConditionEncoder(self.cond_kind, self.num_classes, self.cond_features)(x)
@@ -148,8 +117,7 @@ class Denoiser(nn.Module):
 def make_denoiser(
   latent_dim: int, *, cond_kind: str, num_classes: int = 0, config: ml_collections.ConfigDict
 ) -> Denoiser:
-  """The `Denoiser` of `config` (a `latent_diffusion` section) for latents of size
-  `latent_dim`."""
+  """The `Denoiser` of `config` (a `latent_diffusion` section)."""
   if cond_kind not in ("label", "image"):
     raise ConfigError(f"cond_kind={cond_kind!r}; use 'label' or 'image'")
   if cond_kind == "label" and num_classes < 1:
@@ -158,12 +126,8 @@ def make_denoiser(
   return Denoiser(latent_dim, cond_kind, num_classes, **{k: config[k] for k in fields})
 
 
-# --------------------------------------------------------------------------- training
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with linear warm-up, cosine decay to 1/10 of the peak and global-norm clipping."""
-  # At most half the run warms up, so that short runs still decay.
+  """Adam: linear warm-up (at most half the run), cosine decay to lr / 10, clipping."""
   warmup = min(config.warmup_steps, config.steps // 2)
   lr = config.learning_rate
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(config.steps, 1), lr / 10)
@@ -172,11 +136,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
 def init_state(model: Denoiser, config, x: jax.Array, key: jax.Array) -> loop.TrainState:
-  """The initial state: params {'model', 'ema'} (the EMA weights to sample with) and the
-  model's optimiser state; x: a batch of conditions (only its shape and dtype are used)."""
+  """State with params {'model', 'ema'}; x: example conditions (shape and dtype only)."""
   z = jnp.zeros((x.shape[0], model.latent_dim), jnp.float32)
   params = model.init(key, z, jnp.zeros((x.shape[0],), jnp.float32), x)["params"]
-  # A copy, not an alias: the train step donates the state, and one buffer cannot be donated twice.
+  # A copy: the donated state cannot hold one buffer twice.
   ema = jax.tree.map(jnp.copy, params)
   return loop.TrainState.create({"model": params, "ema": ema}, make_optimizer(config).init(params))
 
@@ -189,12 +152,10 @@ def loss_fn(
   key: jax.Array,
   cond_drop_prob: float = 0.0,
 ) -> jax.Array:
-  """Mean squared error of the network's target (v or ε) at random times, for conditions
-  x (B,) or (B, h, w, c) and clean standardised latents z (B, d); `key` draws t, ε and
-  the condition dropout (probability `cond_drop_prob`)."""
+  """MSE of the network's target (v or ε) at stratified random times, for conditions x and
+  clean latents z (B, d); `key` draws t, ε, condition dropout and network dropout."""
   b = z.shape[0]
   k_t, k_eps, k_drop, k_dropout = jax.random.split(key, 4)
-  # Stratified times (one per 1/B interval, shared random offset): lower-variance loss.
   t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
   eps = jax.random.normal(k_eps, z.shape, z.dtype)
   alpha, sigma = alpha_sigma(logsnr_schedule(t)[:, None])
@@ -209,29 +170,18 @@ def loss_fn(
   jax.jit, static_argnames=("model", "config", "num_steps", "sharding"), donate_argnums=0
 )
 def train_call(state, data, key, *, model: Denoiser, config, num_steps: int, sharding=None):
-  """`num_steps` optimiser steps in one `lax.scan`; step k draws its batch from
-  fold_in(fold_in(key, 1), k) and its noise from fold_in(fold_in(key, 2), k).
-
-  Args:
-    state: the train state.
-    data: (x (N, ...), z (N, d)), the whole paired set (small: it stays on the device).
-    key: the run's key.
-    model, config: the denoiser and its (frozen) `latent_diffusion` section.
-    num_steps: steps in this call.
-    sharding: if set, each batch is sharded this way (data parallelism).
-
-  Returns:
-    The new state and the call's mean `loss` and `grad_norm`.
-  """
+  """`num_steps` steps in one `lax.scan` on data = (x (N, ...), z (N, d)); step k's batch
+  comes from fold_in(fold_in(key, 1), k), its noise from fold_in(fold_in(key, 2), k).
+  Returns the state and the mean `loss` and `grad_norm`."""
   tx = make_optimizer(config)
   x_all, z_all = data
   batch_key, noise_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
 
   def body(s: loop.TrainState, _):
-    idx = jax.random.randint(
-      jax.random.fold_in(batch_key, s.step), (config.batch_size,), 0, z_all.shape[0]
+    batch = paired_data.sample_batch(
+      jax.random.fold_in(batch_key, s.step), x_all, z_all, (config.batch_size,)
     )
-    x, z = paired_data.constrain((x_all[idx], z_all[idx]), sharding)
+    x, z = paired_data.constrain(batch, sharding)
     step_key = jax.random.fold_in(noise_key, s.step)
     p = s.params["model"]
     loss, grads = jax.value_and_grad(loss_fn)(p, model, x, z, step_key, config.cond_drop_prob)
@@ -258,24 +208,15 @@ def _check_data(x: np.ndarray, z: np.ndarray, cond_kind: str, num_classes: int) 
     raise DataError("z holds NaN or infinite values; re-run the encode stage")
 
 
-# --------------------------------------------------------------------------- sampling
-
-
 def sampling_grid(num_steps: int) -> np.ndarray:
-  """(num_steps + 1,) log-SNRs from LOGSNR_MIN (pure noise) to LOGSNR_MAX, uniform in log-SNR.
-
-  Uniform in log-SNR rather than in t: every scale of the data gets the same number of steps,
-  which matters for narrow conditionals (a sharp p(z | x) needs steps at high SNR, where a
-  uniform-t cosine grid has few). Tested against the exact denoiser of Gaussian data.
-  """
+  """(num_steps + 1,) log-SNRs uniform from LOGSNR_MIN (noise) to LOGSNR_MAX: unlike a
+  uniform-t grid, it keeps steps at high SNR, which sharp conditionals need."""
   return np.linspace(LOGSNR_MIN, LOGSNR_MAX, num_steps + 1, dtype=np.float32)
 
 
 def t_from_logsnr(logsnr: jax.Array) -> jax.Array:
   """Inverse of `logsnr_schedule`."""
-  t_min = math.atan(math.exp(-0.5 * LOGSNR_MAX))
-  t_max = math.atan(math.exp(-0.5 * LOGSNR_MIN))
-  return (jnp.arctan(jnp.exp(-0.5 * logsnr)) - t_min) / (t_max - t_min)
+  return (jnp.arctan(jnp.exp(-0.5 * logsnr)) - _T_MIN) / (_T_MAX - _T_MIN)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "guidance_scale"))
@@ -289,25 +230,14 @@ def sample(
   eta: float = 0.0,
   guidance_scale: float = 0.0,
 ) -> jax.Array:
-  """Draws z ~ p(z | x) by DDIM, one latent per condition; compiled once per
-  (model, num_steps, guidance_scale).
-
-  `num_steps` network evaluations on the `sampling_grid` (uniform in log-SNR); returns z
-  at logsnr = LOGSNR_MAX (noise std 5.5e-4, divided out by α).
+  """z ~ p(z | x) (B, latent_dim) by DDIM: `num_steps` evaluations on `sampling_grid`,
+  ending at LOGSNR_MAX and divided by α there.
 
   Args:
-    model: the denoiser (from `make_denoiser`).
-    params: its parameters (the EMA parameters `LatentDiffusion.fit` keeps).
     x: conditions, (B,) int32 or (B, h, w, c) float32 in [0, 1].
-    key: randomness (initial noise, and the step noise when eta > 0).
-    num_steps: number of denoising steps (network evaluations).
-    eta: DDIM stochasticity in [0, 1] (0: deterministic given the initial noise; 1:
-      ancestral sampling from the posterior q(z_s | z_t, ẑ), i.e. DDPM).
-    guidance_scale: classifier-free guidance w ≥ 0 (out = (1 + w) cond - w uncond); needs a
-      model trained with cond_drop_prob > 0.
-
-  Returns:
-    (B, latent_dim) standardised latents, for the stage-1 decoder.
+    eta: DDIM stochasticity in [0, 1] (0: deterministic; 1: DDPM).
+    guidance_scale: classifier-free guidance w ≥ 0, out = (1 + w) cond - w uncond (needs
+      training with cond_drop_prob > 0).
   """
   if num_steps < 1:
     raise ConfigError(f"num_steps={num_steps}; use a positive integer")
@@ -350,12 +280,7 @@ def sample(
 
 @dataclasses.dataclass(frozen=True)
 class LatentDiffusion:
-  """A trained latent diffusion model: definition and (EMA) parameters.
-
-  Attributes:
-    model: the denoiser.
-    params: its EMA parameters.
-  """
+  """A trained latent diffusion model: the denoiser and its EMA parameters."""
 
   model: Denoiser
   params: Params
@@ -372,22 +297,9 @@ class LatentDiffusion:
     seed: int = 0,
     mesh: Mesh | None = None,
   ) -> tuple[LatentDiffusion, dict[str, np.ndarray]]:
-    """Trains the conditional denoiser on paired latents.
-
-    Args:
-      x: conditions, (N,) int32 labels or (N, h, w, c) float32 images in [0, 1].
-      z: standardised latents (N, d) float32.
-      cond_kind: 'label' or 'image'.
-      num_classes: number of labels (kind 'label').
-      config: the `latent_diffusion` section of `base_config()` (None: its defaults).
-      seed, mesh: see `paired_data.train_pairs`.
-
-    Returns:
-      (the model, history): see `loop.train_in_memory` (metrics `loss`, `grad_norm`).
-
-    Raises:
-      ConfigError, DataError: for bad settings or data; NonFiniteError: on divergence.
-    """
+    """Trains the denoiser on conditions x ((N,) int32 labels or (N, h, w, c) images in
+    [0, 1]) and standardised latents z (N, d); `config`: the `latent_diffusion` section
+    (None: defaults); seed, mesh: see `paired_data.train_pairs`. Returns (model, history)."""
     config = paired_data.settings("latent_diffusion", config)
     x = np.asarray(x)
     z = np.asarray(z, np.float32)

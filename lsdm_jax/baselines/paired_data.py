@@ -1,9 +1,5 @@
-"""What the baselines share: their settings, their paired training sets on the device, and
-the label-conditional image generators of the pixel-space ones.
-
-Each baseline trains on the paired examples alone. The set is small (hundreds of
-examples), so it lives on the device and every step draws its batch there, with
-replacement, from `fold_in(key, step)`; the training loop is `loop.train_in_memory`.
+"""What the baselines share: settings, paired training sets held on the device (batches drawn
+there with replacement from `fold_in(key, step)`), and label-conditional generators.
 """
 
 from __future__ import annotations
@@ -27,33 +23,24 @@ from lsdm_jax.errors import DataError
 def settings(
   name: str, section: ml_collections.ConfigDict | None
 ) -> ml_collections.FrozenConfigDict:
-  """Baseline section `name` checked by `config.check_section` (None: the defaults), frozen:
-  hashable, so that the jitted steps take it as a static argument and runs with the same
-  settings share a compilation."""
+  """Baseline section `name` (None: the defaults), checked and frozen (hashable, so a static
+  argument of the jitted steps)."""
   section = config_lib.base_config()[name] if section is None else section
   config_lib.check_section(name, section)
   return ml_collections.FrozenConfigDict(section)
 
 
 def without_length(config: ml_collections.FrozenConfigDict) -> ml_collections.FrozenConfigDict:
-  """`config` without `steps` and `steps_per_call`, for steps that do not depend on the run's
-  length: runs that differ only in length share a compilation."""
+  """`config` without `steps` and `steps_per_call`, so that runs differing only in length
+  share a compilation."""
   return ml_collections.FrozenConfigDict(
     {k: v for k, v in config.items() if k not in ("steps", "steps_per_call")}
   )
 
 
 def check_paired(x, y, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-  """Checks a paired set and returns it as (labels int32 (N,), images float32 (N, H, W, C)).
-
-  Args:
-    x: (N,) integer labels in [0, num_classes).
-    y: (N, H, W, C) images, uint8 or float in [0, 1].
-    num_classes: number of labels.
-
-  Raises:
-    DataError: naming the problem and the fix.
-  """
+  """Labels x (N,) in [0, num_classes) and images y (N, H, W, C) (uint8 or float in [0, 1])
+  as (int32, float32); DataError if they are not."""
   x, y = np.asarray(x), np.asarray(y)
   if num_classes < 1:
     raise DataError(f"num_classes={num_classes}; pass the number of labels (at least 1)")
@@ -70,12 +57,8 @@ def check_paired(x, y, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def requested_labels(x, num_classes: int, n: int | None = None) -> np.ndarray:
-  """Labels to generate for, as int32 (B·n,): x (B,) or a scalar, each repeated n times.
-
-  Raises:
-    DataError: for non-integer labels or labels outside [0, num_classes), which an
-      embedding lookup would otherwise silently clip.
-  """
+  """Labels x ((B,) or a scalar), each repeated n times, as int32 (B·n,); DataError for
+  labels outside [0, num_classes), which an embedding lookup would silently clip."""
   x = np.atleast_1d(np.asarray(x))
   if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
     raise DataError(f"labels must be integers of shape (B,); got {x.dtype} of shape {x.shape}")
@@ -86,11 +69,8 @@ def requested_labels(x, num_classes: int, n: int | None = None) -> np.ndarray:
 
 
 def place(state, x: np.ndarray, y: np.ndarray, batch_size: int, mesh):
-  """(state, (x, y) on the device(s), the batches' sharding or None without a mesh).
-
-  With a mesh, the state and the (small) data set are replicated and batches are split
-  over its 'data' axis, which `batch_size` must divide.
-  """
+  """(state, (x, y) on the device(s), the batches' sharding or None). With a mesh, state and
+  data are replicated and batches split over its 'data' axis."""
   data = (jnp.asarray(x), jnp.asarray(y))
   if mesh is None:
     return state, data, None
@@ -100,15 +80,9 @@ def place(state, x: np.ndarray, y: np.ndarray, batch_size: int, mesh):
 
 
 def train_pairs(name: str, section, x, y, init: Callable, call: Callable, *, seed, mesh, **static):
-  """Trains baseline `name` (settings `section`) on the pairs (x, y), held on the device.
-
-  The state is `init(init_key)`; each jitted call is `call(state, (x, y), run_key,
-  num_steps=n, sharding=..., **static)`; both keys are split from `seed`. With a mesh
-  (`lsdm_jax.parallel.make_mesh`) the batches are sharded over its 'data' axis.
-
-  Returns:
-    (state, history) of `loop.train_in_memory`.
-  """
+  """Trains baseline `name` on the pairs (x, y): the state is `init(init_key)`, each call
+  `call(state, (x, y), run_key, num_steps=n, sharding=..., **static)`, both keys split from
+  `seed`; a mesh shards the batches. Returns `loop.train_in_memory`'s (state, history)."""
   init_key, run_key = jax.random.split(jax.random.key(seed))
   state, data, sharding = place(init(init_key), x, y, section.batch_size, mesh)
   return loop.train_in_memory(
@@ -137,14 +111,8 @@ def sample_batch(key: jax.Array, x: jax.Array, y: jax.Array, shape: tuple[int, .
 
 @dataclasses.dataclass(frozen=True)
 class LabelGenerator:
-  """A trained label-conditional image generator: images = decode(noise, labels).
-
-  Attributes:
-    module: the network that holds the decoding method.
-    params: its parameters.
-    decode: (module, params, labels (B,), key) → images (B, H, W, C) in [0, 1], the
-      noise of row i drawn from fold_in(key, i) (`sampling.noise_per_row`).
-  """
+  """A trained label-conditional image generator. `decode(module, params, labels (B,), key)`
+  → images (B, H, W, C) in [0, 1], row i's noise from fold_in(key, i)."""
 
   module: Any
   params: Any
@@ -152,15 +120,11 @@ class LabelGenerator:
 
   @functools.cached_property
   def generate_fn(self) -> Callable:
-    """The jitted `generate(params, x, key) -> images (B, H, W, C) in [0, 1]`: one forward
-    pass. An image depends on its key and row, not on how many are generated together."""
+    """The jitted `generate(params, x, key)` → images (B, H, W, C) in [0, 1]."""
     return jax.jit(functools.partial(self.decode, self.module))
 
   def generate(self, x, key: jax.Array, n: int | None = None) -> np.ndarray:
-    """Images for labels x ((B,) or a scalar), each repeated `n` times (consecutive rows).
-
-    Returns:
-      (B·n, H, W, C) float32 in [0, 1], on the host.
-    """
+    """(B·n, H, W, C) float32 images on the host for labels x ((B,) or a scalar), each
+    repeated `n` times in consecutive rows."""
     x = requested_labels(x, self.module.num_classes, n)
     return np.asarray(self.generate_fn(self.params, jnp.asarray(x), key))

@@ -1,26 +1,11 @@
 """Baseline: a conditional Wasserstein generator in pixel space, with no autoencoder.
 
-In the spirit of the Wasserstein generative conditional sampler of Liu et al. (2021): a
-generator G(η, x) → y, one forward pass from noise and condition to all pixels, trained
-so that the joint law of (x, G(η, x)) matches that of the paired (x, y) in W1, estimated
-by a critic f(x, y) (Kantorovich–Rubinstein dual with a gradient penalty, WGAN-GP).
-
-It is LSDM without stage 1: same estimator, same one-step generation, but the generator
-works on 784 pixels rather than a 16-d latent space, and it sees the paired examples
-only; the unpaired images have nowhere to go. Comparing the two measures what the
-autoencoder (trained on paired and unpaired images) contributes.
-
-* G: an MLP on concat(η, e(x)) (e: a learned label embedding) whose last layer gives
-  every pixel's logit, then a sigmoid: the shape of `lsdm_jax.models.autoencoder`'s MLP
-  decoder, preceded by the conditioning MLP.
-* f: an MLP on concat(2y − 1 flattened, e'(x)) to one scalar; no normalisation layers,
-  since the gradient penalty is taken per example.
-* Each generator update follows `n_critic` critic updates (`wasserstein.critic_phase`,
-  stage 2's critic phase; the generator is fixed during them, so all their fake images
-  come from one larger call).
-
-Conditions are class labels only (the class-conditional task): x is an int32 label.
-Settings: the `pixel_wgcs` section of `lsdm_jax.config.base_config()`.
+After the Wasserstein generative conditional sampler (Liu et al., 2021): G(η, x) → y in one
+pass, trained so that the law of (x, G(η, x)) matches that of the paired (x, y) in W1, with a
+WGAN-GP critic f(x, y). It is LSDM without stage 1 (pixels instead of a latent space, paired
+examples only), so the comparison measures what the autoencoder contributes. Each generator
+update follows `n_critic` critic updates (`wasserstein.critic_phase`). Conditions are int32
+labels. Settings: the `pixel_wgcs` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -40,19 +25,9 @@ from lsdm_jax import loop, wasserstein
 from lsdm_jax.baselines import paired_data
 from lsdm_jax.sampling import noise_per_row
 
-# --------------------------------------------------------------------------- models
-
 
 class PixelGenerator(nn.Module):
-  """G(η, x) → image in [0, 1].
-
-  Attributes:
-    image_shape: (H, W, C) of the output.
-    num_classes: label table size.
-    noise_dim: size of η.
-    embed_features: width of the label embedding.
-    widths: hidden widths of the MLP.
-  """
+  """G(η, x) → image (H, W, C) in [0, 1]: an MLP on concat(η, label embedding), sigmoid."""
 
   image_shape: Sequence[int]
   num_classes: int
@@ -62,7 +37,6 @@ class PixelGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, eta: jax.Array, x: jax.Array) -> jax.Array:
-    """Args: eta (B, noise_dim); x (B,) int32 labels. Returns (B, H, W, C) in [0, 1]."""
     h = jnp.concatenate([eta, nn.Embed(self.num_classes, self.embed_features)(x)], axis=-1)
     for width in self.widths:
       h = nn.gelu(nn.Dense(width)(h))
@@ -71,17 +45,8 @@ class PixelGenerator(nn.Module):
 
 
 class PixelCritic(nn.Module):
-  """f(x, y) → R: an MLP on concat(2y − 1 flattened, e(x)).
-
-  The first layer is split into the label's share (`condition`, computed once per batch)
-  and the image's, so the loss can evaluate f(x, ·) on real, fake and interpolated images
-  of one batch with a single embedding of x.
-
-  Attributes:
-    num_classes: label table size.
-    embed_features: width of the label embedding.
-    widths: hidden widths.
-  """
+  """f(x, y) → R: an MLP on concat(2y − 1 flattened, e(x)). The first layer is split into
+  the label's share (`condition`, once per batch) and the image's (`head`)."""
 
   num_classes: int
   embed_features: int = 32
@@ -95,18 +60,17 @@ class PixelCritic(nn.Module):
     self.out = nn.Dense(1)
 
   def condition(self, x: jax.Array) -> jax.Array:
-    """x (B,) → the label's share of the first layer, (B, widths[0])."""
+    """x (B,) → (B, widths[0])."""
     return self.cond_dense(self.embed(x))
 
   def head(self, cond: jax.Array, y_flat: jax.Array) -> jax.Array:
-    """f for flattened images y_flat (B, H·W·C) in [0, 1] given `condition(x)`. Returns (B,)."""
+    """f (B,) for flattened images y_flat (B, H·W·C) in [0, 1] given `condition(x)`."""
     h = nn.gelu(cond + self.image_dense(2.0 * y_flat - 1.0))
     for layer in self.layers:
       h = nn.gelu(layer(h))
     return self.out(h)[..., 0]
 
   def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Args: x (B,) labels; y (B, H, W, C) images. Returns (B,)."""
     return self.head(self.condition(x), y.reshape(y.shape[0], -1))
 
 
@@ -115,25 +79,17 @@ def make_models(
 ) -> tuple[PixelGenerator, PixelCritic]:
   """The generator and critic of `config` (a `pixel_wgcs` section)."""
   generator = PixelGenerator(
-    tuple(image_shape),
-    num_classes,
-    config.noise_dim,
-    config.embed_features,
-    tuple(config.widths),
+    tuple(image_shape), num_classes, config.noise_dim, config.embed_features, tuple(config.widths)
   )
   critic = PixelCritic(num_classes, config.embed_features, tuple(config.critic_widths))
   return generator, critic
 
 
-# --------------------------------------------------------------------------- training
-
-
 def _optimizers(config):
   """(generator's, critic's): Adam with the WGAN-GP moments, after gradient clipping."""
   kw = {"clip_norm": config.grad_clip, "b1": config.b1, "b2": config.b2}
-  return loop.make_optimizer(config.learning_rate, **kw), loop.make_optimizer(
-    config.critic_learning_rate, **kw
-  )
+  gen_tx = loop.make_optimizer(config.learning_rate, **kw)
+  return gen_tx, loop.make_optimizer(config.critic_learning_rate, **kw)
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "critic", "config"))
@@ -151,19 +107,8 @@ def init_state(generator, critic, config, y_example: jax.Array, key: jax.Array):
 
 
 def train_step(state: loop.TrainState, data, key, *, generator, critic, config, sharding=None):
-  """`n_critic` critic updates then one generator update; randomness from fold_in(key, step).
-
-  Args:
-    state: train state.
-    data: (x (N,) int32, y (N, H, W, C) float32), the whole paired set.
-    key: the run's key.
-    generator, critic, config: models and (frozen) settings.
-    sharding: if set, batches are sharded this way (their batch axis over `data`).
-
-  Returns:
-    The new state and metrics: w1_critic (the critic's dual estimate E f(real) − E f(fake)
-    at its last update), gradient_penalty, gen_loss.
-  """
+  """`n_critic` critic updates then one generator update on data = (x (N,), y (N, H, W, C));
+  randomness from fold_in(key, step). Metrics: w1_critic, gradient_penalty, gen_loss."""
   x_all, y_all = data
   b, nc = config.batch_size, config.n_critic
   gen_tx, critic_tx = _optimizers(config)
@@ -222,9 +167,6 @@ def train_call(state, data, key, *, num_steps: int, **kw):
   return state, jax.tree.map(jnp.mean, metrics)
 
 
-# --------------------------------------------------------------------------- generation
-
-
 def _generate(generator: PixelGenerator, params, x: jax.Array, key: jax.Array):
   eta = noise_per_row(key, x.shape[0], generator.noise_dim)
   return generator.apply({"params": params}, eta, x)
@@ -244,21 +186,9 @@ class PixelWGCS(paired_data.LabelGenerator):
     seed: int = 0,
     mesh: Mesh | None = None,
   ) -> tuple[PixelWGCS, dict[str, np.ndarray]]:
-    """Trains G and its critic on the paired examples (x, y) alone.
-
-    Args:
-      x, y: (N,) int labels in [0, num_classes) and (N, H, W, C) images in [0, 1] (or uint8).
-      num_classes: number of labels.
-      config: the `pixel_wgcs` section of `base_config()` (None: its defaults).
-      seed, mesh: see `paired_data.train_pairs`.
-
-    Returns:
-      (the model, history): see `loop.train_in_memory` (metrics `w1_critic`,
-      `gradient_penalty`, `gen_loss`).
-
-    Raises:
-      ConfigError, DataError: for bad settings or data; NonFiniteError: on divergence.
-    """
+    """Trains G and its critic on labels x (N,) and images y (N, H, W, C) (see
+    `paired_data.check_paired`); `config`: the `pixel_wgcs` section (None: defaults); seed,
+    mesh: see `paired_data.train_pairs`. Returns (the model, the training history)."""
     config = paired_data.settings("pixel_wgcs", config)
     x, y = paired_data.check_paired(x, y, num_classes)
     generator, critic = make_models(y.shape[1:], num_classes, config)

@@ -1,15 +1,9 @@
 """Super-resolution baselines on LSDM's split, scored by the same `evaluate_superres`.
 
-* `bicubic`: the low-resolution input resized by `jax.image.resize(..., 'cubic')`; needs
-  no training and is the floor any learned method should beat in PSNR.
-* `Regressor`: a small conv net trained by L2 regression on the *paired* examples only
-  (input x, target y). It predicts E[y | x], the best PSNR a deterministic method can
-  hope for, but averages the plausible images: blurry outputs, poor FD and recall.
-  It refines the bicubic upsampling with a residual, so an untrained net is bicubic.
-  Settings: the `superres_regressor` section of `lsdm_jax.config.base_config()`.
-
-LSDM samples y ~ p(y | x) instead; the table in `experiments/superres_table.py` puts the
-three side by side.
+* `bicubic`: the input resized by `jax.image.resize(..., 'cubic')`, the floor in PSNR.
+* `Regressor`: a small conv net, bicubic plus a residual, trained by L2 on the paired
+  examples: it predicts E[y | x], the best PSNR a deterministic method can reach, but blurry
+  (poor FD and recall). Settings: the `superres_regressor` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -57,7 +51,7 @@ class Regressor(nn.Module):
 
 @dataclasses.dataclass
 class TrainedRegressor:
-  """A trained `Regressor` and its parameters; `predict` maps inputs to outputs."""
+  """A trained `Regressor`, its parameters and training history."""
 
   module: Regressor
   params: dict
@@ -75,11 +69,10 @@ class TrainedRegressor:
 def _train_step(state, data, key, *, module, config):
   """One Adam step of the mean squared error, its batch drawn from fold_in(key, step)."""
   tx = _optimizer(config)
-  x_all, y_all = data
-  idx = jax.random.randint(jax.random.fold_in(key, state.step), (config.batch_size,), 0, len(x_all))
+  x, y = paired_data.sample_batch(jax.random.fold_in(key, state.step), *data, (config.batch_size,))
 
   def loss_fn(p):
-    return jnp.mean(jnp.square(module.apply({"params": p}, x_all[idx]) - y_all[idx]))
+    return jnp.mean(jnp.square(module.apply({"params": p}, x) - y))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
@@ -96,20 +89,9 @@ def _optimizer(config) -> optax.GradientTransformation:
 def train_regressor(
   inputs, targets, factor: int, *, config: ml_collections.ConfigDict | None = None, seed: int = 0
 ) -> TrainedRegressor:
-  """Fits a `Regressor` by mean squared error on (inputs, targets) pairs.
-
-  Args:
-    inputs: (N, h, w, C) float32 [0, 1] low-resolution images (the paired x).
-    targets: (N, h·factor, w·factor, C) float32 [0, 1] images (the paired y).
-    factor: the upsampling factor.
-    config: the `superres_regressor` section of `base_config()` (None: its defaults):
-      Adam with cosine decay, batches drawn with replacement.
-    seed: seeds initialisation and batches.
-
-  Returns:
-    The trained regressor; its history holds per call `step` and the last step's `mse`
-    (see `loop.train_in_memory`).
-  """
+  """Fits a `Regressor` by MSE on inputs (N, h, w, C) and targets (N, h·factor, w·factor, C)
+  in [0, 1]; `config`: the `superres_regressor` section (None: defaults). The history
+  holds, per call, the last step's `mse`."""
   config = paired_data.settings("superres_regressor", config)
   x, y = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
   if x.ndim != 4 or y.ndim != 4 or len(x) != len(y) or len(x) < 1:
@@ -144,14 +126,9 @@ def evaluate_baselines(
   config: ml_collections.ConfigDict | None = None,
   seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-  """Trains the regressor on the pairs and scores both baselines on the test pairs.
-
-  `config` is the regressor's `superres_regressor` section (None: its defaults).
-
-  Returns:
-    {'bicubic': metrics, 'regression': metrics}, each from `evaluate_superres` (with
-    `net` None: pixel metrics only), plus 'train_seconds' for the regressor.
-  """
+  """Trains the regressor on the pairs and scores both baselines on the test pairs:
+  {'bicubic': metrics, 'regression': metrics + 'train_seconds'}, from `evaluate_superres`
+  (`net` None: pixel metrics only); `config`: the `superres_regressor` section."""
   from lsdm_jax.metrics.evaluate import evaluate_superres
 
   results = {}
