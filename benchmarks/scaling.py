@@ -50,7 +50,7 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from timing import time_calls  # benchmarks/timing.py (the script's own folder)
+from timing import time_calls, write_table  # noqa: E402 (benchmarks/timing.py)
 
 from experiments.report import markdown_table  # noqa: E402
 from lsdm_jax import config as config_lib  # noqa: E402
@@ -189,11 +189,7 @@ def main(argv=None) -> None:
   calls = args.calls or (2 if args.quick else 20)
   rows, config = run(counts, args.quick, calls, image_shape)
   text = markdown(rows, config, args.quick, image_shape)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  print(text)
-  print(f"wrote {out}")
+  write_table(text, args.out)
 
 
 if __name__ == "__main__":

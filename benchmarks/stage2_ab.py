@@ -35,15 +35,13 @@ import statistics
 import time
 
 import jax
-import numpy as np
+from timing import stage2_step, write_table  # benchmarks/timing.py, the script's own folder
 
 from experiments.report import markdown_table
 from lsdm_jax import config as config_lib
-from lsdm_jax import parallel, stage2
-from lsdm_jax.data.tasks import Task
+from lsdm_jax import parallel
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "stage2_ab.md"
-NUM_CLASSES = 10
 
 
 def _config(quick: bool):
@@ -67,19 +65,7 @@ def _parse(variant: str) -> tuple[str, object]:
 
 def make_step(config, mesh):
   """A warmed-up `(call, steps_per_call)` for `config`'s stage-2 train step."""
-  task = Task("classcond", "label", (), num_classes=NUM_CLASSES)
-  d = config.stage1.latent_dim
-  rng = np.random.default_rng(0)
-  data = {
-    "x": (np.arange(1024) % NUM_CLASSES).astype(np.int32),
-    "z": rng.standard_normal((1024, d)).astype(np.float32),
-    "z_unpaired": rng.standard_normal((8, d)).astype(np.float32),
-  }
-  s2 = stage2.Stage2(config, task, d, mesh)
-  state, shardings = parallel.create_sharded(lambda: s2.init_state(data["x"][:1]), mesh)
-  data_shardings = {k: parallel.replicated(mesh) for k in data}
-  step = s2.make_train_step(shardings, data_shardings)
-  data = jax.device_put(data, data_shardings)
+  _, step, state, data = stage2_step(config, mesh)
   box = [state]
 
   def call():
@@ -187,11 +173,7 @@ def main(argv=None) -> None:
   rates = measure(variants, args.quick, rounds, calls)
   load = (load_before, os.getloadavg()[0])
   text = markdown(variants, rates, args.quick, rounds, calls, config, load)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  print(text)
-  print(f"wrote {out}")
+  write_table(text, args.out)
 
 
 if __name__ == "__main__":

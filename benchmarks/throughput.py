@@ -50,17 +50,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import time_calls  # benchmarks/timing.py (the script's own folder)
+from timing import NUM_CLASSES, stage2_step, time_calls, write_table  # noqa: E402 (benchmarks/timing.py)
 
 from experiments.report import markdown_table
 from lsdm_jax import config as config_lib
-from lsdm_jax import loop, parallel, sampling, stage1, stage2
+from lsdm_jax import loop, parallel, sampling, stage1
 from lsdm_jax.baselines import latent_diffusion
-from lsdm_jax.data.tasks import Task
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "throughput.md"
 IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 
 
 def _config(quick: bool):
@@ -92,19 +90,8 @@ def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
 
 def bench_stage2(config, mesh, calls: int) -> tuple[dict, object, object]:
   cfg = config.stage2
-  task = Task("classcond", "label", (), num_classes=NUM_CLASSES)
-  d = config.stage1.latent_dim
-  rng = np.random.default_rng(0)
-  data = {
-    "x": (np.arange(1024) % NUM_CLASSES).astype(np.int32),
-    "z": rng.standard_normal((1024, d)).astype(np.float32),
-    "z_unpaired": rng.standard_normal((8, d)).astype(np.float32),
-  }
-  s2 = stage2.Stage2(config, task, d, mesh)
-  state, shardings = parallel.create_sharded(lambda: s2.init_state(data["x"][:1]), mesh)
-  data_shardings = {k: parallel.replicated(mesh) for k in data}
-  step = s2.make_train_step(shardings, data_shardings)
-  seconds, state = time_calls(step, state, jax.device_put(data, data_shardings), calls)
+  s2, step, state, data = stage2_step(config, mesh)
+  seconds, state = time_calls(step, state, data, calls)
   steps_per_s = cfg.steps_per_call / seconds
   out = {"generator_steps_per_s": steps_per_s, "examples_per_s": cfg.batch_size * steps_per_s}
   return out, s2.generator, state.params["generator"]
@@ -307,11 +294,7 @@ def main(argv=None) -> None:
   result = run(quick, args.calls or (2 if quick else 20))
   result["load"] = (load_before, os.getloadavg()[0])
   text = markdown(result, quick)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  print(text)
-  print(f"wrote {out}")
+  write_table(text, args.out)
 
 
 if __name__ == "__main__":

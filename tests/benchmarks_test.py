@@ -2,11 +2,14 @@
 
 import importlib.util
 import pathlib
+import sys
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load(name: str):
+  if str(BENCHMARKS) not in sys.path:  # As `python benchmarks/NAME.py` has it.
+    sys.path.insert(0, str(BENCHMARKS))
   spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
