@@ -111,29 +111,28 @@ def run_lsdm(run, config, wd, study) -> list[dict]:
   metrics = read_json(wd / "metrics.json")
   timings = metrics.pop("timings", {})
   rows = [row(run, "", metrics, timings=timings, stage1_source=source and source.name)]
+  model, exp = lsdm_jax.load(wd), None
   if config.task.name == "classcond":
-    model = lsdm_jax.load(wd)
     s = study.scorer(run)
+    exp = s.exp
     extra = s(lambda: model.generate(s.labels, s.key), ours=False)
     rows[0]["metrics"] = {**extra, **metrics}
   if run.options.get("unpaired_reference"):  # The unpaired train images, unseen by stage 2.
     from lsdm_jax.metrics.evaluate import evaluate
 
-    m = evaluate(lsdm_jax.load(wd), train.setup(config), config, reference="unpaired")
+    m = evaluate(model, exp or train.setup(config), config, reference="unpaired")
     rows[0]["metrics"].update(unpaired_fd=m["fd"], unpaired_fd_ratio=m.get("fd_ratio"))
   for amount in run.options.get("projections", ()):
-    rows.append(row(run, f"_projection{amount:g}", _rescore_projected(wd, amount)))
+    rows.append(row(run, f"_projection{amount:g}", _rescore_projected(model, amount)))
   return rows
 
 
-def _rescore_projected(wd, amount: float) -> dict:
-  """The run's metrics with its samples moved `amount` towards their inputs."""
-  import lsdm_jax
+def _rescore_projected(model, amount: float) -> dict:
+  """A loaded run's metrics with its samples moved `amount` towards their inputs."""
   from lsdm_jax import config as config_lib
   from lsdm_jax import train
   from lsdm_jax.metrics.evaluate import evaluate
 
-  model = lsdm_jax.load(wd)
   config = model.config.copy_and_resolve_references()
   config.task.projection = float(amount)
   config_lib.validate(config)

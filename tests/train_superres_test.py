@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import lsdm_jax
 from experiments import generate
 from experiments.configs import test as test_config
 from lsdm_jax import summaries, train
@@ -101,9 +102,9 @@ def test_projection_rescoring_trades_consistency_and_keeps_the_unprojected_metri
   from experiments import kinds
 
   _, workdir, metrics = run
-  same = kinds._rescore_projected(workdir, 0.0)
+  same = kinds._rescore_projected(lsdm_jax.load(workdir), 0.0)
   for k in ("psnr", "consistency", "fd", "spread"):
     assert same[k] == pytest.approx(metrics[k], rel=1e-5), k
-  full = kinds._rescore_projected(workdir, 1.0)
+  full = kinds._rescore_projected(lsdm_jax.load(workdir), 1.0)
   assert full["consistency"] > same["consistency"] + 3.0
   assert json.loads((workdir / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
