@@ -81,8 +81,8 @@ def plan(module, study: str) -> list[Run]:
     raise ConfigError(f"study {study!r} names a run twice")
   for r in runs:
     ref = r.options.get("reference")
-    if ref is not None and names.index(ref) > names.index(r.name):
-      raise ConfigError(f"study {study!r}: {r.name} must come after its reference {ref}")
+    if ref is not None and ref not in names[: names.index(r.name)]:
+      raise ConfigError(f"study {study!r}: {r.name}'s reference {ref} is not a run added before it")
   return runs
 
 

@@ -103,6 +103,15 @@ def test_every_study_of_every_config_builds_valid_configs():
     _plan("mnist5k_classcond", "nope")
 
 
+def test_a_reference_must_be_a_run_added_before(tmp_path):
+  path = tmp_path / "bad.py"
+  path.write_text(
+    "def sweep(add, study):\n  add('c', 0, 'cvae', reference='a_s0')\n  add('a', 0)\n"
+  )
+  with pytest.raises(ConfigError, match="reference a_s0 is not a run added before it"):
+    study.plan(study.load_module(str(path)), "x")
+
+
 # --------------------------------------------------------------------------- bookkeeping
 
 
