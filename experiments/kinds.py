@@ -300,6 +300,7 @@ def row(run, suffix: str, metrics: dict, **extra) -> dict:
     "run": run.name,
     "setting": run.setting + suffix,
     "kind": run.kind,
+    "variant": run.options.get("variant"),
     "seed": run.seed,
     "fields": run.fields,
     "compare": run.options.get("compare") and run.options["compare"] + suffix,

@@ -215,14 +215,16 @@ def save_plots(rows, out) -> list[pathlib.Path]:
   lsdm = [r for r in _ok(rows) if r["kind"] == "lsdm" and "data.n_unpaired" in r["fields"]]
   if len({r["fields"]["data.n_unpaired"] for r in lsdm}) < 2:
     return []
+
+  def rest(r):  # What tells the lines apart: the variant and the fields but n_unpaired.
+    skip = ("data.n_unpaired", "seed", "data.split_seed")
+    return {"variant": r.get("variant"), **{k: v for k, v in r["fields"].items() if k not in skip}}
+
+  keys = {k for r in lsdm for k in rest(r)}
+  varied = sorted(k for k in keys if len({str(rest(r).get(k)) for r in lsdm}) > 1)
   lines = collections.defaultdict(lambda: collections.defaultdict(list))
   for r in lsdm:
-    rest = {
-      k: v
-      for k, v in r["fields"].items()
-      if k not in ("data.n_unpaired", "seed", "data.split_seed")
-    }
-    label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(rest.items())) or "LSDM"
+    label = ", ".join(f"{k}={rest(r).get(k)}" for k in varied) or "LSDM"
     lines[label][r["fields"]["data.n_unpaired"]].append(r["metrics"])
   paths = []
   for key, name in (("fd", "fd_vs_unpaired.png"), ("precision", "precision_vs_unpaired.png")):
@@ -236,7 +238,7 @@ def save_plots(rows, out) -> list[pathlib.Path]:
     ax.set_xlabel("unpaired images")
     ax.set_ylabel(key)
     ax.set_title(f"LSDM: {key} against unpaired data (mean ± std over seeds)", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(pathlib.Path(out) / name)
     fig.savefig(paths[-1], dpi=100)

@@ -76,3 +76,15 @@ def test_superres_rows_get_the_superres_columns():
   text = report.markdown(rows)
   assert "PSNR (dB) ↑" in text and "| lsdm | 1/1 | 17.20 | 0.750 | 26.40 | 15.9 |" in text
   assert "accuracy" not in text
+
+
+def test_plots_are_drawn_only_where_the_runs_vary_n_unpaired(tmp_path):
+  rows = []
+  for u in (0, 300):
+    for variant in ("critic", "sinkhorn"):
+      r = _row(f"{variant}_u{u}", 0, fd=10.0 - u / 100, precision=0.8)
+      rows.append({**r, "variant": variant, "fields": {"data.n_unpaired": u}})
+  paths = report.save_plots(rows, tmp_path)
+  assert [p.name for p in paths] == ["fd_vs_unpaired.png", "precision_vs_unpaired.png"]
+  assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+  assert report.save_plots([r for r in rows if r["fields"]["data.n_unpaired"] == 0], tmp_path) == []
