@@ -122,9 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.depth = 3  # Residual blocks.
   d.cond_features = 128  # Width of the condition embedding.
   d.time_features = 64  # Size of the sinusoidal time embedding.
-  d.dropout = 0.0  # Dropout in the residual blocks, in [0, 1).
   d.prediction = "v"  # Network target: 'v' or 'eps'.
-  d.cond_drop_prob = 0.0  # Classifier-free guidance: P(condition replaced by null), [0, 1).
   d.steps_per_call = 100  # Optimiser steps fused in one jitted call (lax.scan).
 
   d = c.consistency = ml_collections.ConfigDict()  # `baselines.consistency` (distillation).
@@ -181,7 +179,7 @@ BASELINES = ("latent_diffusion", "consistency", "pixel_wgcs", "cvae", "superres_
 _POSITIVE = ("steps", "batch_size", "learning_rate", "critic_learning_rate", "grad_clip")
 _POSITIVE += ("steps_per_call", "width", "depth", "cond_features", "time_features")
 _POSITIVE += ("grid_steps", "n_critic", "noise_dim", "embed_features", "latent_dim")
-_UNIT = ("ema_decay", "dropout", "cond_drop_prob", "target_decay", "b1", "b2")
+_UNIT = ("ema_decay", "target_decay", "b1", "b2")
 
 
 def check_section(name: str, section: ml_collections.ConfigDict) -> None:

@@ -6,8 +6,7 @@ LSDM's one-step generator; samples come from DDIM on a grid uniform in log-SNR.
 Schedule (t ∈ [0, 1], t = 0 is data): logsnr(t) = -2 log tan(a t + b), from LOGSNR_MAX to
 LOGSNR_MIN; α² = sigmoid(logsnr), σ² = sigmoid(-logsnr), z_t = α z + σ ε. The network
 predicts v = α ε - σ z by default (ẑ = α z_t - σ v̂ needs no division by α), or ε
-(`prediction='eps'`). Classifier-free guidance: train with `cond_drop_prob > 0`, sample
-with `guidance_scale > 0`. Settings: the `latent_diffusion` section of `base_config()`.
+(`prediction='eps'`). Settings: the `latent_diffusion` section of `base_config()`.
 """
 
 from __future__ import annotations
@@ -62,17 +61,15 @@ class ResBlock(nn.Module):
   """Pre-norm residual MLP block, FiLM-modulated by the embedding; starts as the identity."""
 
   width: int
-  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, h: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
     r = nn.LayerNorm(use_scale=False, use_bias=False)(h)
     scale, shift = jnp.split(
       nn.Dense(2 * self.width, kernel_init=nn.initializers.zeros)(emb), 2, -1
     )
     r = r * (1.0 + scale) + shift
     r = nn.gelu(nn.Dense(self.width)(r))
-    r = nn.Dropout(self.dropout, deterministic=not train)(r)
     return h + nn.Dense(self.width, kernel_init=nn.initializers.zeros)(r)
 
 
@@ -86,30 +83,18 @@ class Denoiser(nn.Module):
   depth: int = 3
   cond_features: int = 128
   time_features: int = 64
-  dropout: float = 0.0
   prediction: str = "v"
 
   @nn.compact
-  def __call__(
-    self,
-    z_t: jax.Array,
-    t: jax.Array,
-    x: jax.Array,
-    drop: jax.Array | None = None,
-    train: bool = False,
-  ) -> jax.Array:
-    """z_t (B, d), t (B,), x (B,) int32 or (B, h, w, c) → (B, d). `drop` (B,) bool replaces
-    the condition by the null embedding; `train` enables dropout (a 'dropout' rng)."""
+  def __call__(self, z_t: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """z_t (B, d), t (B,), x (B,) int32 or (B, h, w, c) → (B, d)."""
     temb = timestep_embedding(t, self.time_features)
     temb = nn.Dense(self.width)(nn.gelu(nn.Dense(self.width)(temb)))
     c = ConditionEncoder(self.cond_kind, self.num_classes, self.cond_features)(x)
-    null = self.param("null_cond", nn.initializers.normal(0.02), (self.cond_features,))
-    if drop is not None:
-      c = jnp.where(drop[:, None], null[None, :], c)
     emb = nn.gelu(temb + nn.Dense(self.width)(c))
     h = nn.Dense(self.width)(z_t) + emb
     for _ in range(self.depth):
-      h = ResBlock(self.width, self.dropout)(h, emb, train)
+      h = ResBlock(self.width)(h, emb)
     h = nn.gelu(nn.LayerNorm()(h))
     return nn.Dense(self.latent_dim, kernel_init=nn.initializers.zeros)(h)
 
@@ -122,7 +107,7 @@ def make_denoiser(
     raise ConfigError(f"cond_kind={cond_kind!r}; use 'label' or 'image'")
   if cond_kind == "label" and num_classes < 1:
     raise ConfigError("cond_kind='label' needs num_classes >= 1")
-  fields = ("width", "depth", "cond_features", "time_features", "dropout", "prediction")
+  fields = ("width", "depth", "cond_features", "time_features", "prediction")
   return Denoiser(latent_dim, cond_kind, num_classes, **{k: config[k] for k in fields})
 
 
@@ -144,24 +129,16 @@ def init_state(model: Denoiser, config, x: jax.Array, key: jax.Array) -> loop.Tr
   return loop.TrainState.create({"model": params, "ema": ema}, make_optimizer(config).init(params))
 
 
-def loss_fn(
-  params: Params,
-  model: Denoiser,
-  x: jax.Array,
-  z: jax.Array,
-  key: jax.Array,
-  cond_drop_prob: float = 0.0,
-) -> jax.Array:
+def loss_fn(params: Params, model: Denoiser, x: jax.Array, z: jax.Array, key: jax.Array):
   """MSE of the network's target (v or ε) at stratified random times, for conditions x and
-  clean latents z (B, d); `key` draws t, ε, condition dropout and network dropout."""
+  clean latents z (B, d); `key` draws t and ε."""
   b = z.shape[0]
-  k_t, k_eps, k_drop, k_dropout = jax.random.split(key, 4)
+  k_t, k_eps = jax.random.split(key, 4)[:2]
   t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
   eps = jax.random.normal(k_eps, z.shape, z.dtype)
   alpha, sigma = alpha_sigma(logsnr_schedule(t)[:, None])
   z_t = alpha * z + sigma * eps
-  drop = jax.random.bernoulli(k_drop, cond_drop_prob, (b,)) if cond_drop_prob > 0 else None
-  out = model.apply({"params": params}, z_t, t, x, drop, train=True, rngs={"dropout": k_dropout})
+  out = model.apply({"params": params}, z_t, t, x)
   target = alpha * eps - sigma * z if model.prediction == "v" else eps
   return jnp.mean(jnp.square(out - target))
 
@@ -184,7 +161,7 @@ def train_call(state, data, key, *, model: Denoiser, config, num_steps: int, sha
     x, z = paired_data.constrain(batch, sharding)
     step_key = jax.random.fold_in(noise_key, s.step)
     p = s.params["model"]
-    loss, grads = jax.value_and_grad(loss_fn)(p, model, x, z, step_key, config.cond_drop_prob)
+    loss, grads = jax.value_and_grad(loss_fn)(p, model, x, z, step_key)
     p, opt_state = loop.apply_gradients(tx, grads, s.opt_state, p)
     ema = loop.ema_update(s.params["ema"], p, config.ema_decay, s.step)
     finite = loop.all_finite(loss, grads)
@@ -219,59 +196,31 @@ def t_from_logsnr(logsnr: jax.Array) -> jax.Array:
   return (jnp.arctan(jnp.exp(-0.5 * logsnr)) - _T_MIN) / (_T_MAX - _T_MIN)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "guidance_scale"))
+@functools.partial(jax.jit, static_argnames=("model", "num_steps"))
 def sample(
-  model: Denoiser,
-  params: Params,
-  x: jax.Array,
-  key: jax.Array,
-  *,
-  num_steps: int = 50,
-  eta: float = 0.0,
-  guidance_scale: float = 0.0,
+  model: Denoiser, params: Params, x: jax.Array, key: jax.Array, *, num_steps: int = 50
 ) -> jax.Array:
-  """z ~ p(z | x) (B, latent_dim) by DDIM: `num_steps` evaluations on `sampling_grid`,
-  ending at LOGSNR_MAX and divided by α there.
-
-  Args:
-    x: conditions, (B,) int32 or (B, h, w, c) float32 in [0, 1].
-    eta: DDIM stochasticity in [0, 1] (0: deterministic; 1: DDPM).
-    guidance_scale: classifier-free guidance w ≥ 0, out = (1 + w) cond - w uncond (needs
-      training with cond_drop_prob > 0).
-  """
+  """z ~ p(z | x) (B, latent_dim) by deterministic DDIM: `num_steps` evaluations on
+  `sampling_grid`, ending at LOGSNR_MAX and divided by α there; x: conditions, (B,) int32
+  or (B, h, w, c) float32 in [0, 1]; `key` draws the initial noise."""
   if num_steps < 1:
     raise ConfigError(f"num_steps={num_steps}; use a positive integer")
   b = x.shape[0]
-  init_key, noise_key = jax.random.split(key)
+  init_key = jax.random.split(key)[0]
   grid = jnp.asarray(sampling_grid(num_steps))
 
   def predict(z_t: jax.Array, logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(ẑ, ε̂) at noise level logsnr."""
-    tb = jnp.full((b,), t_from_logsnr(logsnr))
-    if guidance_scale == 0.0:
-      out = model.apply({"params": params}, z_t, tb, x)
-    else:
-      both = model.apply(
-        {"params": params},
-        jnp.concatenate([z_t, z_t]),
-        jnp.concatenate([tb, tb]),
-        jnp.concatenate([x, x]),
-        jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)]),
-      )
-      out = both[:b] + guidance_scale * (both[:b] - both[b:])
+    out = model.apply({"params": params}, z_t, jnp.full((b,), t_from_logsnr(logsnr)), x)
     alpha, sigma = alpha_sigma(logsnr)
     if model.prediction == "v":
       return alpha * z_t - sigma * out, sigma * z_t + alpha * out
     return (z_t - sigma * out) / alpha, out
 
   def ddim_step(j: int, z_t: jax.Array) -> jax.Array:
-    logsnr_t, logsnr_s = grid[j], grid[j + 1]
-    alpha_s, sigma_s = alpha_sigma(logsnr_s)
-    z0, eps = predict(z_t, logsnr_t)
-    # c² = eta² · Var[q(z_s | z_t, z0)] = eta² σ_s² (1 - SNR_t / SNR_s).
-    c = eta * sigma_s * jnp.sqrt(-jnp.expm1(logsnr_t - logsnr_s))
-    noise = jax.random.normal(jax.random.fold_in(noise_key, j), z_t.shape, z_t.dtype)
-    return alpha_s * z0 + jnp.sqrt(jnp.maximum(sigma_s**2 - c**2, 0.0)) * eps + c * noise
+    alpha_s, sigma_s = alpha_sigma(grid[j + 1])
+    z0, eps = predict(z_t, grid[j])
+    return alpha_s * z0 + sigma_s * eps
 
   z = jax.random.normal(init_key, (b, model.latent_dim), jnp.float32)
   z = jax.lax.fori_loop(0, num_steps, ddim_step, z)
@@ -313,15 +262,6 @@ class LatentDiffusion:
     )
     return cls(model, state.params["ema"]), history
 
-  def sample(
-    self,
-    x: jax.Array,
-    key: jax.Array,
-    num_steps: int = 50,
-    *,
-    eta: float = 0.0,
-    guidance_scale: float = 0.0,
-  ) -> jax.Array:
+  def sample(self, x: jax.Array, key: jax.Array, num_steps: int = 50) -> jax.Array:
     """z ~ p(z | x), (B, latent_dim); see `sample`."""
-    kw = {"num_steps": num_steps, "eta": eta, "guidance_scale": guidance_scale}
-    return sample(self.model, self.params, x, key, **kw)
+    return sample(self.model, self.params, x, key, num_steps=num_steps)
