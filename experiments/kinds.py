@@ -255,7 +255,7 @@ def run_superres_baselines(run, config, wd, study) -> list[dict]:
 
 
 def run_labellers(run, config, wd, study) -> list[dict]:
-  from lsdm_jax import latents, parallel, semi, train
+  from lsdm_jax import latents, parallel, plots, semi, train
 
   exp = train.setup(config)
   arrays, _ = latents.load(
@@ -279,18 +279,9 @@ def run_labellers(run, config, wd, study) -> list[dict]:
       m[f"label_accuracy_t{t}"] = float(np.mean(pred[kept] == truth[kept])) if kept.any() else None
       m[f"kept_t{t}"] = float(kept.mean())
     rows.append(row(run, f"_{name}", m))
-  from matplotlib.figure import Figure
-
-  fig = Figure(figsize=(5, 3.5))
-  ax = fig.subplots()
-  for name, curve in curves.items():
-    ax.plot(np.arange(1, len(curve) + 1) / len(curve), curve, label=name)
-  ax.set_xlabel("share of unpaired latents kept (most confident first)")
-  ax.set_ylabel("pseudo-label accuracy")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(study.out / "labellers.png", dpi=120)
+  lines = {n: (np.arange(1, len(c) + 1) / len(c), c) for n, c in curves.items()}
+  kept = "share of unpaired latents kept (most confident first)"
+  plots.save_lines(lines, study.out / "labellers.png", kept, "pseudo-label accuracy")
   return rows
 
 

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from lsdm_jax import plots
 from lsdm_jax.workdir import atomic_write
 
 CLASSCOND = (
@@ -210,8 +211,6 @@ def markdown(rows, title: str = "Study") -> str:
 def save_plots(rows, out) -> list[pathlib.Path]:
   """`fd_vs_unpaired.png` and `precision_vs_unpaired.png` where the LSDM runs vary
   data.n_unpaired: one line per other setting, error bars the std over seeds."""
-  from matplotlib.figure import Figure
-
   lsdm = [r for r in _ok(rows) if r["kind"] == "lsdm" and "data.n_unpaired" in r["fields"]]
   if len({r["fields"]["data.n_unpaired"] for r in lsdm}) < 2:
     return []
@@ -228,20 +227,13 @@ def save_plots(rows, out) -> list[pathlib.Path]:
     lines[label][r["fields"]["data.n_unpaired"]].append(r["metrics"])
   paths = []
   for key, name in (("fd", "fd_vs_unpaired.png"), ("precision", "precision_vs_unpaired.png")):
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    curves = {}
     for label, by_u in lines.items():
-      us = sorted(by_u)
-      vs = [[m[key] for m in by_u[u]] for u in us]
+      vs = [[m[key] for m in by_u[u]] for u in sorted(by_u)]
       errs = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vs]
-      ax.errorbar(us, [np.mean(v) for v in vs], yerr=errs, marker="o", capsize=3, label=label)
-    ax.set_xlabel("unpaired images")
-    ax.set_ylabel(key)
-    ax.set_title(f"LSDM: {key} against unpaired data (mean ± std over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(pathlib.Path(out) / name)
-    fig.savefig(paths[-1], dpi=100)
+      curves[label] = (sorted(by_u), [np.mean(v) for v in vs], errs)
+    title = f"LSDM: {key} against unpaired data (mean ± std over seeds)"
+    paths.append(plots.save_lines(curves, pathlib.Path(out) / name, "unpaired images", key, title))
   return paths
 
 

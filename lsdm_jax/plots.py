@@ -63,3 +63,27 @@ def save_curves(history: list[dict[str, float]], path: str | os.PathLike, title:
   fig.tight_layout()
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=90)
+
+
+def save_lines(
+  lines: dict, path: str | os.PathLike, xlabel: str, ylabel: str, title: str = ""
+) -> pathlib.Path:
+  """One line per label: `lines[label] = (xs, ys)` or `(xs, ys, yerr)` (error bars)."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
+  for label, (xs, ys, *err) in lines.items():
+    if err:
+      ax.errorbar(xs, ys, yerr=err[0], marker="o", capsize=3, label=label)
+    else:
+      ax.plot(xs, ys, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  return pathlib.Path(path)
