@@ -37,7 +37,9 @@ def _setup_cell(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_the_first_code_cell_installs_lsdm_jax_only_where_it_is_missing(name, monkeypatch):
+def test_the_first_code_cell_installs_lsdm_jax_only_where_it_is_missing(
+  name, monkeypatch, tmp_path
+):
   calls = []
   monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
   exec(_setup_cell(name), {})  # Here lsdm_jax is installed: nothing runs.
@@ -48,11 +50,18 @@ def test_the_first_code_cell_installs_lsdm_jax_only_where_it_is_missing(name, mo
     "find_spec",
     lambda mod, *a: None if mod == "lsdm_jax" else real_find_spec(mod, *a),
   )
-  namespace = {}
-  exec(_setup_cell(name), namespace)
-  assert len(calls) == 1 and calls[0][1:5] == ["-m", "pip", "install", "-q"]
-  assert calls[0][-1] == f"git+{namespace['REPOSITORY']}"
-  assert namespace["REPOSITORY"].startswith("https://github.com/")
+  monkeypatch.chdir(COLABS)  # Opened from a clone: installs that clone.
+  exec(_setup_cell(name), {})
+  assert calls[-1][1:5] == ["-m", "pip", "install", "-q"]
+  assert calls[-1][5:] == ["-e", str(COLABS.parent)]
+  monkeypatch.chdir(tmp_path / "..")  # Elsewhere: from the repository URL, when one is set.
+  monkeypatch.setenv("LSDM_JAX_REPOSITORY", "https://example.org/lsdm-jax.git")
+  exec(_setup_cell(name), {})
+  assert calls[-1][5:] == ["git+https://example.org/lsdm-jax.git"]
+  monkeypatch.delenv("LSDM_JAX_REPOSITORY")
+  with pytest.raises(RuntimeError, match="set REPOSITORY to the repository's git URL"):
+    exec(_setup_cell(name), {})
+  assert len(calls) == 2
 
 
 def execute(
