@@ -9,6 +9,8 @@ iterator and the PRNG stream exactly (see `lsdm_jax.loop`).
 at restore. `restore_latest` therefore tries steps newest first, warns in one line for
 each one it cannot read, and falls back to the previous one; a training run moves the
 unreadable ones aside (to `<dir>.unreadable/`) so that their steps can be saved again.
+With many processes, all of them agree on the step they restore: the newest one that every
+process could read (a process never falls back alone).
 A save killed half way leaves only an `*.orbax-checkpoint-tmp*` directory, which is never
 restored and is removed when the next training run opens the directory.
 
@@ -27,6 +29,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -160,56 +163,91 @@ def abstract_like(tree):
 
 
 def restore_latest(manager, abstract_state, *, what: str, set_aside_unreadable: bool = False):
-  """Restores the newest readable checkpoint.
+  """Restores the newest checkpoint that every process can read.
+
+  Each process tries steps newest first; then the processes agree on the oldest of their
+  newest readable steps (`min_max_over_processes`), and a process that read a newer one
+  restores the agreed step instead, so all of them continue from the same state. With
+  one process this is a plain newest-first fallback.
 
   Args:
     manager: from `make_manager`.
     abstract_state: pytree of `jax.ShapeDtypeStruct` (with shardings) to restore into.
     what: the stage's name, for messages.
-    set_aside_unreadable: move the unreadable checkpoints newer than the restored one to
-      `<dir>.unreadable/` (training does, so that it can save those steps again).
+    set_aside_unreadable: move the checkpoints newer than the restored one (unreadable on
+      some process) to `<dir>.unreadable/` (training does, so that it can save those steps
+      again).
 
   Returns:
     (state, meta, step), or None when there is no checkpoint at all.
 
   Raises:
-    CheckpointError: when checkpoints exist but none can be read.
+    CheckpointError: when checkpoints exist but none can be read on every process.
   """
   steps = sorted(manager.all_steps(), reverse=True)
-  if not steps:
+  if min_max_over_processes(len(steps))[1] == 0:
     return None
-  unreadable = []
-  for step in steps:
-    try:
-      restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-        ),
-      )
-      meta = restored["meta"]
-      if not isinstance(meta, dict):
-        raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
-    except Exception as e:  # noqa: BLE001 - Orbax raises ValueError, KeyError, JSON errors...
-      _collect_abandoned_reads()
-      first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-      logging.warning(
-        "%s checkpoint at step %d in %s is unreadable (%s: %s); trying an earlier one",
-        what,
-        step,
-        manager.directory,
-        type(e).__name__,
-        first,
-      )
-      unreadable.append(step)
-      continue
-    if unreadable and set_aside_unreadable:
-      _set_aside(manager, unreadable)
-    return restored["state"], dict(meta), step
-  raise CheckpointError(
-    f"no readable {what} checkpoint in {manager.directory} (tried steps {steps}); "
-    "delete that directory to retrain the stage"
-  )
+  bound, found, unreadable = None, None, set()
+  while True:
+    if found is None or (bound is not None and found[2] > bound):
+      found = None
+      for step in steps:
+        if step in unreadable or (bound is not None and step > bound):
+          continue
+        found = _try_restore(manager, abstract_state, step, what)
+        if found is not None:
+          break
+        unreadable.add(step)
+    low, high = min_max_over_processes(-1 if found is None else found[2])
+    if low == high:
+      break
+    bound = low
+  if found is None:
+    raise CheckpointError(
+      f"no readable {what} checkpoint in {manager.directory} (tried steps {steps}); "
+      "delete that directory to retrain the stage"
+    )
+  newer = [s for s in steps if s > found[2]]
+  if newer and set_aside_unreadable:
+    _set_aside(manager, newer)
+  return found
+
+
+def min_max_over_processes(value: int) -> tuple[int, int]:
+  """(min, max) of an int over all processes (a collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return value, value
+  from jax.experimental import multihost_utils
+
+  values = np.asarray(multihost_utils.process_allgather(np.asarray([value], np.int64)))
+  return int(values.min()), int(values.max())
+
+
+def _try_restore(manager, abstract_state, step: int, what: str):
+  """(state, meta, step) of one step, or None (with a one-line warning) if unreadable."""
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
+    meta = restored["meta"]
+    if not isinstance(meta, dict):
+      raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
+  except Exception as e:  # noqa: BLE001 - Orbax raises ValueError, KeyError, JSON errors...
+    _collect_abandoned_reads()
+    first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    logging.warning(
+      "%s checkpoint at step %d in %s is unreadable (%s: %s); trying an earlier one",
+      what,
+      step,
+      manager.directory,
+      type(e).__name__,
+      first,
+    )
+    return None
+  return restored["state"], dict(meta), step
 
 
 def _set_aside(manager, steps: list[int]) -> None:

@@ -159,3 +159,76 @@ def test_no_module_unpickles_or_evaluates_what_it_reads():
     if risky.search(line)
   ]
   assert not hits, hits
+
+
+class _Manager:
+  """A manager whose restore fails for `unreadable` steps (one process's view)."""
+
+  directory = "ckpt"
+
+  def __init__(self, steps, unreadable):
+    self.steps, self.unreadable, self.restored = steps, set(unreadable), []
+
+  def all_steps(self):
+    return list(self.steps)
+
+  def restore(self, step, args):
+    self.restored.append(step)
+    if step in self.unreadable:
+      raise ValueError(f"step {step} is damaged here")
+    return {"state": {"step": step}, "meta": {}}
+
+
+def _as_processes(monkeypatch, views):
+  """Runs restore_latest for each view in its own thread, as that many processes would,
+  with min_max_over_processes gathering over the threads."""
+  import threading
+
+  barrier, values, out = threading.Barrier(len(views)), {}, {}
+
+  def gather(i):
+    def min_max(value):
+      values[i] = value
+      barrier.wait()
+      both = min(values.values()), max(values.values())
+      barrier.wait()  # Everyone has read this round before anyone writes the next.
+      return both
+
+    return min_max
+
+  local = threading.local()
+  monkeypatch.setattr(checkpoints, "min_max_over_processes", lambda v: local.gather(v))
+
+  def work(i, manager):
+    local.gather = gather(i)
+    try:
+      out[i] = checkpoints.restore_latest(manager, None, what="stage9")
+    except CheckpointError as e:
+      out[i] = e
+
+  threads = [threading.Thread(target=work, args=(i, m)) for i, m in enumerate(views)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=30)
+  return out
+
+
+def test_processes_agree_on_the_newest_step_that_every_one_can_read(monkeypatch):
+  views = [_Manager([2, 4, 6, 8], []), _Manager([2, 4, 6, 8], [8]), _Manager([2, 4, 6, 8], [6])]
+  out = _as_processes(monkeypatch, views)
+  assert [out[i][2] for i in range(3)] == [4, 4, 4]
+  # Round by round: (8, -, 8) agree on 6, which the third cannot read, then on 4.
+  assert [v.restored for v in views] == [[8, 6, 4], [8, 6, 4], [8, 6, 4]]
+
+
+def test_processes_fail_together_when_one_can_read_nothing(monkeypatch):
+  views = [_Manager([2, 4], []), _Manager([2, 4], [2, 4])]
+  out = _as_processes(monkeypatch, views)
+  assert all(isinstance(out[i], CheckpointError) for i in range(2))
+
+
+def test_processes_start_fresh_together_only_when_none_has_a_checkpoint(monkeypatch):
+  assert _as_processes(monkeypatch, [_Manager([], []), _Manager([], [])]) == {0: None, 1: None}
+  out = _as_processes(monkeypatch, [_Manager([], []), _Manager([2], [])])
+  assert all(isinstance(out[i], CheckpointError) for i in range(2))

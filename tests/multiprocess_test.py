@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
+from lsdm_jax import checkpoints, latents, parallel, stage1, stage2
 from lsdm_jax import config as config_lib
-from lsdm_jax import latents, parallel, stage1, stage2
 from lsdm_jax.data.tasks import Task
 
 TIMEOUT = 360  # Seconds: a hang guard with room for a loaded machine (idle: well under 60).
@@ -78,6 +78,8 @@ def _worker(workdir: str) -> None:
   parallel.initialize_distributed()
   assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
   out = scenario(pathlib.Path(workdir), parallel.make_mesh())
+  # The collective that makes the processes agree on the checkpoint step they restore.
+  out["min_max"] = np.array(checkpoints.min_max_over_processes(10 + jax.process_index()))
   np.savez(pathlib.Path(workdir) / f"result{jax.process_index()}.npz", **out)
 
 
@@ -137,6 +139,7 @@ def test_two_processes_match_one(tmp_path):
   for i in range(2):
     with np.load(run_dir / f"result{i}.npz") as f:
       got = dict(f)
+    np.testing.assert_array_equal(got.pop("min_max"), [10, 11])
     assert got.keys() == want.keys()
     for k in want:
       np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
