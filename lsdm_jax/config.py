@@ -16,9 +16,13 @@ import ml_collections
 
 ESTIMATORS = ("critic", "sinkhorn")
 REGULARIZERS = ("none", "l2", "kl")
-RECON_LOSSES = ("bce", "mse")
+RECON_LOSSES = ("bce", "mse", "l1")
 CRITIC_ACTIVATIONS = ("gelu", "leaky_relu")
 DECODERS = ("mlp", "conv")
+STAGE1_ARCHS = ("conv", "resnet")
+STAGE2_ARCHS = ("mlp", "conv")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+TASKS = ("classcond", "attributes", "superres")
 PREDICTIONS = ("v", "eps")
 LOGSNR_RANGE = (-15.0, 15.0)  # The latent diffusion schedule's log-SNR at t = 1 and t = 0.
 
@@ -26,6 +30,9 @@ LOGSNR_RANGE = (-15.0, 15.0)  # The latent diffusion schedule's log-SNR at t = 1
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Master seed: model init, data order and noise all derive from it.
+  # Activations of the 'resnet' autoencoder and the 'conv' stage-2 networks: 'float32' or
+  # 'bfloat16' (GPU/TPU); parameters, optimiser state and losses stay float32.
+  c.compute_dtype = "float32"
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "mnist5k"  # 'mnist5k' (embedded), 'tfds:<name>' or 'npz:<path>'.
@@ -36,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split_seed = 0  # Seed of the paired/unpaired split (class-stratified).
 
   c.task = ml_collections.ConfigDict()
-  c.task.name = "classcond"  # 'classcond' (x = label) or 'superres' (x = pooled image).
+  c.task.name = "classcond"  # 'classcond' (label), 'attributes' (data.attributes) or 'superres'.
   c.task.factor = 4  # superres: downsampling factor, 2 or 4.
   c.task.projection = 0.0  # superres: move output blocks this share towards pooling to x.
 
@@ -46,18 +53,30 @@ def base_config() -> ml_collections.ConfigDict:
   c.multihost = False  # Connect processes first (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES...).
 
   c.stage1 = ml_collections.ConfigDict()
-  c.stage1.latent_dim = 16  # Size of z.
+  c.stage1.latent_dim = 16  # Size of z ('conv'; 'resnet': h·w·z_channels).
   c.stage1.features = (16, 32)  # Channels of the stride-2 conv stages (one halving each).
   c.stage1.hidden = 256  # Width of the dense layers around z (encoder; conv decoder).
   c.stage1.decoder = "mlp"  # 'mlp' (fast generation) or 'conv' (sub-pixel convolutions).
   c.stage1.decoder_widths = (512, 1024)  # Hidden widths of the 'mlp' decoder.
-  c.stage1.loss = "bce"  # Reconstruction loss: 'bce' (per pixel, summed) or 'mse'.
+  c.stage1.arch = "conv"  # 'conv' (flat z: the fields above) or 'resnet' (spatial z: below).
+  c.stage1.ch = 128  # resnet: base channels.
+  c.stage1.ch_mult = (1, 2, 4)  # resnet: channel multiplier per level (len − 1 halvings).
+  c.stage1.num_res_blocks = 2  # resnet: residual blocks per level (decoder: one more).
+  c.stage1.z_channels = 4  # resnet: channels of the spatial latent.
+  c.stage1.attention = True  # resnet: self-attention at the lowest resolution.
+  c.stage1.disc_weight = 0.0  # resnet: weight of the PatchGAN (hinge) loss (0 = off).
+  c.stage1.disc_start = 0  # resnet: step from which the discriminator trains and counts.
+  c.stage1.disc_features = 64  # resnet: channels of the discriminator's first layer.
+  c.stage1.disc_layers = 3  # resnet: stride-2 layers of the discriminator after the first.
+  c.stage1.loss = "bce"  # Reconstruction, summed over pixels: 'bce', 'mse' or 'l1'.
   c.stage1.regularizer = "kl"  # Latent regulariser: 'none', 'l2' or 'kl' (VAE-style).
   c.stage1.reg_weight = 0.5  # Weight of the regulariser (β for 'kl').
   c.stage1.steps = 3000  # Optimiser steps.
   c.stage1.batch_size = 128  # Global batch size (divisible by the data axis).
   c.stage1.learning_rate = 2e-3  # Peak learning rate (warm-up then cosine decay).
   c.stage1.warmup_steps = 100  # Linear warm-up steps.
+  c.stage1.b1 = 0.9  # Adam β1.
+  c.stage1.b2 = 0.999  # Adam β2.
   c.stage1.log_every = 100  # Steps between progress lines.
   c.stage1.save_every = 1000  # Steps between checkpoints.
   c.stage1.keep = 2  # Checkpoints kept.
@@ -67,14 +86,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.seed = -1  # Seed of stage 2 alone (init, batches, noise); -1 = the run's seed.
   c.stage2.estimator = "critic"  # W1 estimator: 'critic' (dual + GP) or 'sinkhorn' (OTT).
   c.stage2.noise_dim = 16  # Size of η.
-  c.stage2.hidden = (256, 256, 256)  # Generator MLP widths.
+  c.stage2.arch = "mlp"  # 'mlp' (flat z) or 'conv' (spatial z of stage1.arch='resnet').
+  c.stage2.hidden = (256, 256, 256)  # Generator MLP widths ('mlp').
+  c.stage2.channels = 128  # Generator feature-map channels ('conv').
+  c.stage2.num_blocks = 4  # Generator FiLM residual blocks ('conv').
+  c.stage2.critic_channels = (64, 128, 256)  # Critic conv stages; all but the first halve ('conv').
   c.stage2.cond_features = 128  # Width of the condition embedding.
   c.stage2.steps = 6000  # Generator updates.
   c.stage2.batch_size = 256  # Global batch of paired latents per update.
   c.stage2.learning_rate = 1e-4  # Generator Adam learning rate.
   c.stage2.b1 = 0.5  # Adam β1 (generator and critic).
   c.stage2.b2 = 0.9  # Adam β2 (generator and critic).
-  c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic').
+  c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic', 'mlp').
   c.stage2.critic_activation = "gelu"  # 'gelu' or 'leaky_relu' (slope 0.2) ('critic').
   c.stage2.critic_learning_rate = 1e-4  # Critic Adam learning rate ('critic').
   c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
@@ -247,7 +270,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.stage2.critic_activation, CRITIC_ACTIVATIONS, "stage2.critic_activation")
   _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
   _choice(c.stage1.decoder, DECODERS, "stage1.decoder")
-  _choice(c.task.name, ("classcond", "superres"), "task.name")
+  _choice(c.task.name, TASKS, "task.name")
+  _choice(c.stage1.arch, STAGE1_ARCHS, "stage1.arch")
+  _choice(c.stage2.arch, STAGE2_ARCHS, "stage2.arch")
+  _choice(c.compute_dtype, COMPUTE_DTYPES, "compute_dtype")
+  if c.stage2.arch == "conv" and c.stage1.arch != "resnet":
+    raise ConfigError("stage2.arch='conv' needs a spatial latent: set stage1.arch='resnet'")
+  if c.compute_dtype != "float32" and (c.stage1.arch, c.stage2.arch) != ("resnet", "conv"):
+    raise ConfigError(
+      f"compute_dtype={c.compute_dtype!r} applies to stage1.arch='resnet' with "
+      "stage2.arch='conv'; the flat models compute in float32 (set compute_dtype='float32')"
+    )
+  if c.stage1.disc_weight > 0 and c.stage1.arch != "resnet":
+    raise ConfigError("stage1.disc_weight > 0 needs stage1.arch='resnet'")
   if c.stage2.consistency_weight > 0 and c.task.name != "superres":
     raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
   if not 0.0 <= c.task.projection <= 1.0:
@@ -274,6 +309,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "eval.num_inputs": c.eval.num_inputs,
     "eval.num_per_class": c.eval.num_per_class,
     "eval.grid_per_class": c.eval.grid_per_class,
+    "stage1.ch": c.stage1.ch,
+    "stage1.num_res_blocks": c.stage1.num_res_blocks,
+    "stage1.z_channels": c.stage1.z_channels,
+    "stage1.disc_features": c.stage1.disc_features,
+    "stage1.disc_layers": c.stage1.disc_layers,
+    "stage2.channels": c.stage2.channels,
+    "stage2.num_blocks": c.stage2.num_blocks,
   }
   for field, value in positive.items():
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
@@ -284,6 +326,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "stage2.unpaired_weight",
     "stage2.consistency_weight",
     "stage2.real_noise",
+    "stage1.disc_weight",
+    "stage1.disc_start",
   )
   if c.stage2.seed < -1:
     raise ConfigError(f"stage2.seed={c.stage2.seed!r} must be >= 0, or -1 for the run's seed")
@@ -295,11 +339,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{field}={c[section][name]!r} must be >= 0")
   if not c.stage1.features or any(f < 1 for f in c.stage1.features):
     raise ConfigError(f"stage1.features={c.stage1.features!r} must be positive channel counts")
-  for field in ("stage1.decoder_widths", "stage2.hidden", "stage2.critic_hidden"):
+  fields = ("stage1.decoder_widths", "stage2.hidden", "stage2.critic_hidden")
+  for field in (*fields, "stage1.ch_mult", "stage2.critic_channels"):
     section, name = field.split(".")
     widths = c[section][name]
-    if any(w < 1 for w in widths):
-      raise ConfigError(f"{field}={widths!r} must be positive widths")
+    if not widths or any(w < 1 for w in widths):
+      raise ConfigError(f"{field}={widths!r} must be one or more positive widths")
   if c.stage2.batch_size % c.stage2.gp_stride:
     raise ConfigError(
       f"stage2.gp_stride={c.stage2.gp_stride} must divide stage2.batch_size={c.stage2.batch_size}"
@@ -307,9 +352,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   from lsdm_jax import semi
 
   semi.check_config(c)
-  for field in ("stage2.b1", "stage2.b2"):
-    if not 0 <= c.stage2[field.split(".")[1]] < 1:
-      raise ConfigError(f"{field}={c.stage2[field.split('.')[1]]!r} must be in [0, 1)")
+  for field in ("stage1.b1", "stage1.b2", "stage2.b1", "stage2.b2"):
+    section, name = field.split(".")
+    if not 0 <= c[section][name] < 1:
+      raise ConfigError(f"{field}={c[section][name]!r} must be in [0, 1)")
   for name in BASELINES:
     check_section(name, c[name])
 

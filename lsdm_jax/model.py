@@ -55,8 +55,9 @@ class LSDM:
     """Images y = D(G(η, x)) for conditions x.
 
     Args:
-      x: (B,) int labels for classcond, or (B, h, w, c) low-resolution images in [0, 1];
-        a single condition (scalar label, or one (h, w, c) image) is repeated `n` times.
+      x: (B,) int labels for classcond, (B, K) attribute vectors in {0, 1}, or
+        (B, h, w, c) low-resolution images in [0, 1]; a single condition (a scalar label,
+        one (K,) vector or one (h, w, c) image) is repeated `n` times.
       key: PRNG key; the same key gives the same images.
       n: samples per condition (each condition repeated n times, consecutive rows).
       batch_size: rows per jitted call.
@@ -65,7 +66,7 @@ class LSDM:
       (B·n, H, W, C) float32 in [0, 1].
     """
     x = np.asarray(x)
-    single = x.ndim == (0 if self.task.cond_kind == "label" else 3)
+    single = x.ndim == len(self.task.cond_shape)
     if single:
       x = x[None]
     if n is not None:
@@ -91,7 +92,7 @@ class LSDM:
     return jax.jit(lambda p, z: decode(self.autoencoder, p, z))
 
   def encode(self, images) -> jax.Array:
-    """E(y): (B, H, W, C) in [0, 1] → (B, latent_dim) raw (not standardised) codes."""
+    """E(y): (B, H, W, C) in [0, 1] → (B, latent_dim) raw (not standardised) flat codes."""
     return self._encode(self.ae_params, jnp.asarray(images, jnp.float32))
 
   def decode(self, z) -> jax.Array:
@@ -134,8 +135,14 @@ def load(workdir: str | pathlib.Path, *, mesh=None) -> LSDM:
   if meta is None:
     raise CheckpointError(f"{str(wd)!r} has no latents yet: train it first with experiments.main")
   image_shape = tuple(meta["image_shape"])
-  task = make_task(config.task.name, image_shape, meta["num_classes"], config.task.factor)
-  ae_model = stage1.make_model(config.stage1, image_shape)
+  task = make_task(
+    config.task.name,
+    image_shape,
+    meta["num_classes"],
+    config.task.factor,
+    len(meta.get("attribute_names", ())),
+  )
+  ae_model = stage1.make_model(config.stage1, image_shape, config.compute_dtype)
   tx = stage1.make_optimizer(config.stage1)
   key = jax.random.key(0)
 
@@ -148,7 +155,8 @@ def load(workdir: str | pathlib.Path, *, mesh=None) -> LSDM:
   s1 = _restore(wd / "stage1", jax.eval_shape(init1), "stage1")
   one = parallel.make_mesh(1, 1) if mesh is None else mesh
   arrays, _ = _read_stats(wd, one)
-  s2 = stage2.Stage2(config, task, int(meta["latent_dim"]), one)
+  latent_shape = tuple(meta.get("latent_shape", (meta["latent_dim"],)))
+  s2 = stage2.Stage2(config, task, int(meta["latent_dim"]), one, latent_shape=latent_shape)
   x_example = (
     jnp.zeros((1,), jnp.int32)
     if task.cond_kind == "label"

@@ -1,9 +1,16 @@
 """Stage 1: the latent space. Train E and D on all images, paired and unpaired.
 
-Loss per image: reconstruction (Bernoulli log-likelihood summed over pixels, or summed
-squared error) plus an optional regulariser of the code: `kl` (VAE-style, β·KL to a
+Loss per image: reconstruction (Bernoulli log-likelihood, squared error or absolute error,
+summed over pixels) plus an optional regulariser of the code: `kl` (VAE-style, β·KL to a
 standard normal, with the reparameterised sample fed to D, which also makes D smooth
 around the codes, keeping Lip(D) in the paper's bound small) or `l2` (β·‖z‖²).
+
+Two autoencoders (`stage1.arch`): `conv`, the flat-latent `Autoencoder`, and `resnet`, the
+spatial-latent `ResnetAutoencoder` of latent diffusion. With `disc_weight` > 0 (resnet)
+a PatchGAN discriminator joins from step `disc_start`: hinge loss for the discriminator,
+−disc_weight·mean D(D(z)) added to the autoencoder's loss (latent diffusion's
+`LPIPSWithDiscriminator` with a fixed weight and no perceptual term). One optimiser
+updates both; each loss reaches only its own network's parameters.
 """
 
 from __future__ import annotations
@@ -21,9 +28,27 @@ from lsdm_jax import checkpoints, loop, parallel
 from lsdm_jax import config as config_lib
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.models.autoencoder import Autoencoder
+from lsdm_jax.models.resnet import ResnetAutoencoder
 
 
-def make_model(cfg: ml_collections.ConfigDict, image_shape) -> Autoencoder:
+def make_model(
+  cfg: ml_collections.ConfigDict, image_shape, compute_dtype: str = "float32"
+) -> Autoencoder | ResnetAutoencoder:
+  """The stage-1 autoencoder of `cfg` (config.stage1) for images of `image_shape`."""
+  if cfg.arch == "resnet":
+    return ResnetAutoencoder(
+      image_shape=tuple(image_shape),
+      ch=cfg.ch,
+      ch_mult=tuple(cfg.ch_mult),
+      num_res_blocks=cfg.num_res_blocks,
+      z_channels=cfg.z_channels,
+      attention=cfg.attention,
+      variational=cfg.regularizer == "kl",
+      dtype=jnp.dtype(compute_dtype),
+      discriminator=cfg.disc_weight > 0,
+      disc_features=cfg.disc_features,
+      disc_layers=cfg.disc_layers,
+    )
   return Autoencoder(
     image_shape=tuple(image_shape),
     latent_dim=cfg.latent_dim,
@@ -39,12 +64,12 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
   schedule = optax.warmup_cosine_decay_schedule(
     0.0, cfg.learning_rate, min(cfg.warmup_steps, cfg.steps - 1), cfg.steps, cfg.learning_rate / 20
   )
-  return loop.make_optimizer(schedule, weight_decay=1e-4)
+  return loop.make_optimizer(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=1e-4)
 
 
-def loss_fn(model: Autoencoder, cfg, params, images: jax.Array, key: jax.Array):
+def loss_fn(model, cfg, params, images: jax.Array, key: jax.Array, step=0):
   """Per-batch loss and metrics. images: (B, H, W, C) float32 in [0, 1]."""
-  out = model.apply({"params": params}, images, method=Autoencoder.encode)
+  out = model.apply({"params": params}, images, method="encode")
   if cfg.regularizer == "kl":
     mu, logvar = out
     logvar = jnp.clip(logvar, -12.0, 6.0)
@@ -53,15 +78,40 @@ def loss_fn(model: Autoencoder, cfg, params, images: jax.Array, key: jax.Array):
   else:
     z = out
     reg = jnp.sum(z**2, axis=-1) if cfg.regularizer == "l2" else jnp.zeros(z.shape[:1])
-  logits = model.apply({"params": params}, z, method=Autoencoder.decode_logits)
+  logits = model.apply({"params": params}, z, method="decode_logits")
   axes = tuple(range(1, images.ndim))
   if cfg.loss == "bce":
     recon = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, images), axis=axes)
-  else:
+  elif cfg.loss == "mse":
     recon = jnp.sum((jax.nn.sigmoid(logits) - images) ** 2, axis=axes)
+  else:
+    recon = jnp.sum(jnp.abs(jax.nn.sigmoid(logits) - images), axis=axes)
   loss = jnp.mean(recon + cfg.reg_weight * reg)
   mae = jnp.mean(jnp.abs(jax.nn.sigmoid(logits) - images))
-  return loss, {"loss": loss, "recon": jnp.mean(recon), "reg": jnp.mean(reg), "pixel_mae": mae}
+  metrics = {"recon": jnp.mean(recon), "reg": jnp.mean(reg), "pixel_mae": mae}
+  if cfg.disc_weight > 0:
+    adv, disc_loss, disc_metrics = _adversarial(model, params, images, jax.nn.sigmoid(logits))
+    on = (step >= cfg.disc_start).astype(jnp.float32)
+    loss = loss + on * cfg.disc_weight * adv
+    metrics.update(disc_metrics)
+    metrics["loss"] = loss
+    return loss + on * disc_loss, metrics
+  return loss, {"loss": loss, **metrics}
+
+
+def _adversarial(model, params, real: jax.Array, fake: jax.Array):
+  """(autoencoder's adversarial loss, discriminator's hinge loss, metrics).
+
+  The first reaches only the autoencoder's parameters, the second only the
+  discriminator's, so their sum can be differentiated once for both networks.
+  """
+  frozen = {**params, "disc": jax.lax.stop_gradient(params["disc"])}
+  adv = -jnp.mean(model.apply({"params": frozen}, fake, method="discriminate"))
+  alone = {**jax.lax.stop_gradient(params), "disc": params["disc"]}
+  d_real = model.apply({"params": alone}, real, method="discriminate")
+  d_fake = model.apply({"params": alone}, jax.lax.stop_gradient(fake), method="discriminate")
+  hinge = 0.5 * (jnp.mean(jax.nn.relu(1.0 - d_real)) + jnp.mean(jax.nn.relu(1.0 + d_fake)))
+  return adv, hinge, {"adv_loss": adv, "disc_loss": hinge}
 
 
 def make_train_step(model, tx, cfg, mesh, shardings, base_key):
@@ -70,7 +120,7 @@ def make_train_step(model, tx, cfg, mesh, shardings, base_key):
   def train_step(state: loop.TrainState, images: jax.Array):
     key = jax.random.fold_in(base_key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, model, cfg), has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, images, key)
+    (_, metrics), grads = grad_fn(state.params, images, key, state.step)
     params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
     finite = loop.all_finite(metrics["loss"], grads)
     return loop.guarded_update(state, finite, params, opt_state), metrics
@@ -110,7 +160,7 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
   """
   cfg = config.stage1
   parallel.check_batch_size(cfg.batch_size, mesh, "stage1.batch_size")
-  model = make_model(cfg, images.shape[1:])
+  model = make_model(cfg, images.shape[1:], config.compute_dtype)
   tx = make_optimizer(cfg)
   root = jax.random.key(config.seed)
   init_key, base_key = jax.random.split(jax.random.fold_in(root, 1))

@@ -45,7 +45,8 @@ class Experiment:
     idx = idx if rows is None else idx[rows]
     labels = None if ds.train_labels is None else ds.train_labels[idx]
     images = to_float(ds.train_images[idx]) if self.task.cond_kind == "image" else None
-    return self.task.condition(images, labels)
+    attributes = None if ds.train_attributes is None else ds.train_attributes[idx]
+    return self.task.condition(images, labels, attributes)
 
   def unpaired_conditions(self) -> np.ndarray:
     """Exact conditions of the unpaired images, where the task defines them (superres)."""
@@ -61,7 +62,13 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   ds = load_source(
     config.data.source, data_dir=config.data.data_dir or None, image_size=config.data.image_size
   )
-  task = make_task(config.task.name, ds.image_shape, ds.num_classes, config.task.factor)
+  task = make_task(
+    config.task.name,
+    ds.image_shape,
+    ds.num_classes,
+    config.task.factor,
+    len(ds.attribute_names),
+  )
   split = paired_unpaired_split(
     ds.train_labels,
     config.data.n_paired,
@@ -77,13 +84,17 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
 def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None:
   """Checks what the stages would otherwise find only after the workdir is written."""
   from lsdm_jax.loop import LoopConfig
+  from lsdm_jax.models import resnet
   from lsdm_jax.models.autoencoder import check_image_shape
 
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
   for name in ("stage1", "stage2"):
     LoopConfig.from_config(name, config[name]).validate(name)
     parallel.check_batch_size(config[name].batch_size, mesh, f"{name}.batch_size")
-  check_image_shape(ds.image_shape, len(config.stage1.features))
+  if config.stage1.arch == "conv":
+    check_image_shape(ds.image_shape, len(config.stage1.features))
+  else:
+    resnet.check_image_shape(ds.image_shape, config.stage1.ch_mult)
   if task.cond_kind == "label":
     counts = np.bincount(ds.train_labels[split.paired], minlength=ds.num_classes)
     if np.any(counts == 0):
@@ -152,8 +163,10 @@ def train_and_evaluate(
         "stage1": fingerprint,
         "image_shape": list(ds.image_shape),
         "num_classes": ds.num_classes,
-        "latent_dim": config.stage1.latent_dim,
+        "latent_dim": ae_model.latent_dim,
+        "latent_shape": list(getattr(ae_model, "latent_shape", (ae_model.latent_dim,))),
         "cond_kind": task.cond_kind,
+        "attribute_names": list(ds.attribute_names),
       },
     )
   arrays, meta = latents.load(wd / "latents", mesh)
@@ -174,7 +187,8 @@ def train_and_evaluate(
   if config.stage2.consistency_weight > 0:
     decoder = ae_model.make_decoder()
     data = {**data, "decoder": ae_params["decoder"], "mean": arrays["mean"], "std": arrays["std"]}
-  s2, params2, history2 = stage2.train(config, task, data, mesh, wd, decoder)
+  latent_shape = tuple(meta.get("latent_shape", (meta["latent_dim"],)))
+  s2, params2, history2 = stage2.train(config, task, data, mesh, wd, decoder, latent_shape)
   timings["stage2_seconds"] = time.perf_counter() - t
 
   gen_params, mean, std = stage2.sampling_params(params2), arrays["mean"], arrays["std"]

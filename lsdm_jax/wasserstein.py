@@ -105,6 +105,7 @@ def critic_phase(
   batches,
   key: jax.Array,
   num_updates: int,
+  unroll: bool = False,
 ) -> tuple[dict, dict, dict[str, jax.Array], jax.Array]:
   """`num_updates` critic updates in one `lax.scan`, against a fixed generator.
 
@@ -116,6 +117,7 @@ def critic_phase(
     batches: a tree whose leaves stack the updates' batches on axis 0.
     key: split into one key per update.
     num_updates: the number of updates (n_critic).
+    unroll: unroll the scan (see `stage2.unroll_scans`).
 
   Returns:
     (params, opt_state, the last update's metrics, whether every gradient was finite).
@@ -132,7 +134,7 @@ def critic_phase(
     return (new_p, new_o), (metrics, finite)
 
   (params, opt_state), (metrics, finite) = jax.lax.scan(
-    one, (params, opt_state), (batches, jax.random.split(key, num_updates))
+    one, (params, opt_state), (batches, jax.random.split(key, num_updates)), unroll=unroll
   )
   return params, opt_state, jax.tree.map(lambda v: v[-1], metrics), jnp.all(finite)
 
@@ -172,11 +174,11 @@ def sinkhorn_divergence(
 
 
 def condition_features(x: jax.Array, cond_kind: str, num_classes: int) -> jax.Array:
-  """φ(x): one-hot labels, or low-resolution images flattened to unit RMS per pixel.
+  """φ(x): one-hot labels, or attribute vectors / low-resolution images in ±1, flattened
+  and divided by sqrt(#entries).
 
-  Flattened images are divided by sqrt(#pixels) so that φ has a norm of order one
-  whatever the resolution; `cond_scale` then weighs it against z in the same way for
-  labels and images.
+  The division gives φ a norm of order one whatever the number of attributes or pixels;
+  `cond_scale` then weighs it against z in the same way for every kind of condition.
   """
   if cond_kind == "label":
     return jax.nn.one_hot(x, num_classes, dtype=jnp.float32)

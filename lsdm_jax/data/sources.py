@@ -41,6 +41,10 @@ class Dataset:
     train_index: (N,) int64 rows of the source that form the train split.
     test_index: (M,) int64 rows of the source that form the test split.
     num_classes: number of classes (0 when unlabelled).
+    train_attributes: (N, K) float32 in {0, 1}, the binary attributes `attribute_names`
+      of each image (`data.attributes`), or None.
+    test_attributes: (M, K) likewise, or None.
+    attribute_names: the K attribute names, in column order (() when none are loaded).
   """
 
   name: str
@@ -51,6 +55,9 @@ class Dataset:
   train_index: np.ndarray
   test_index: np.ndarray
   num_classes: int
+  train_attributes: np.ndarray | None = None
+  test_attributes: np.ndarray | None = None
+  attribute_names: tuple[str, ...] = ()
 
   @property
   def image_shape(self) -> tuple[int, int, int]:

@@ -1,6 +1,7 @@
 """Tasks say what the condition x is for an image y.
 
 * `classcond`: x is the class label (int32), y the image.
+* `attributes`: x is a vector of K binary attributes (float32 in {0, 1}), y the image.
 * `superres`: x is y average-pooled by `factor` (float32 NHWC in [0, 1]), y the image.
 """
 
@@ -10,14 +11,14 @@ import dataclasses
 
 import numpy as np
 
+from lsdm_jax.config import TASKS
 from lsdm_jax.errors import ConfigError
-
-TASKS = ("classcond", "superres")
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """What x is. `cond_kind` is 'label' or 'image'; `cond_shape` excludes the batch."""
+  """What x is. `cond_kind` is 'label', 'attributes' or 'image'; `cond_shape` excludes
+  the batch."""
 
   name: str
   cond_kind: str
@@ -25,8 +26,17 @@ class Task:
   num_classes: int = 0
   factor: int = 1
 
-  def condition(self, images: np.ndarray | None, labels: np.ndarray | None) -> np.ndarray:
-    """The conditions x for images y (float32 [0, 1]) and their labels."""
+  def condition(
+    self,
+    images: np.ndarray | None,
+    labels: np.ndarray | None,
+    attributes: np.ndarray | None = None,
+  ) -> np.ndarray:
+    """The conditions x for images y (float32 [0, 1]), their labels or attributes."""
+    if self.cond_kind == "attributes":
+      if attributes is None:
+        raise ConfigError("task 'attributes' needs attributes: set data.attributes")
+      return np.asarray(attributes, np.float32)
     if self.cond_kind == "label":
       if labels is None:
         raise ConfigError("task 'classcond' needs a labelled data source")
@@ -46,8 +56,21 @@ def avg_pool(images: np.ndarray, factor: int) -> np.ndarray:
   return block_mean(np.asarray(images, np.float32), factor)
 
 
-def make_task(name: str, image_shape: tuple[int, int, int], num_classes: int, factor: int = 4):
+def make_task(
+  name: str,
+  image_shape: tuple[int, int, int],
+  num_classes: int,
+  factor: int = 4,
+  num_attributes: int = 0,
+):
   """Builds a `Task`, checking that it fits the data."""
+  if name == "attributes":
+    if num_attributes < 1:
+      raise ConfigError(
+        "task 'attributes' needs attributes to condition on: set data.attributes, e.g. "
+        "--config.data.attributes=\"('Male', 'Smiling')\" with data.source=tfds:celeb_a"
+      )
+    return Task("attributes", "attributes", (num_attributes,))
   if name == "classcond":
     if num_classes < 2:
       raise ConfigError(

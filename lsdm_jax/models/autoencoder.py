@@ -181,9 +181,9 @@ class Autoencoder(nn.Module):
 
 def encode_mean(model: Autoencoder, params, y: jax.Array) -> jax.Array:
   """E(y): the deterministic code (the mean, for a variational encoder)."""
-  out = model.apply({"params": params}, y, method=Autoencoder.encode)
+  out = model.apply({"params": params}, y, method="encode")
   return out[0] if model.variational else out
 
 
 def decode(model: Autoencoder, params, z: jax.Array) -> jax.Array:
-  return model.apply({"params": params}, z, method=Autoencoder.decode)
+  return model.apply({"params": params}, z, method="decode")

@@ -1,7 +1,8 @@
 """Embeddings of the condition x, shared by the generator, the critic and baselines.
 
-A class label is looked up in an embedding table; a low-resolution image goes through a
-small MLP on its pixels. Both give a (B, features) vector.
+A class label is looked up in an embedding table; a vector of binary attributes or a
+low-resolution image goes through a small MLP (on the pixels, for an image). Each gives a
+(B, features) vector.
 
 Why an MLP and not a conv net for images: conditions are small (7x7 or 14x14 digits,
 16x16 faces), so a dense layer sees every pixel at little cost, and stage 2
@@ -22,7 +23,8 @@ class ConditionEncoder(nn.Module):
   """x → (B, features).
 
   Attributes:
-    kind: 'label' (x int32 (..., )) or 'image' (x float32 (..., h, w, c) in [0, 1]).
+    kind: 'label' (x int32 (...,)), 'attributes' (x float32 (..., K) in {0, 1}) or
+      'image' (x float32 (..., h, w, c) in [0, 1]).
     num_classes: size of the label table (kind 'label').
     features: output width.
   """
@@ -35,7 +37,9 @@ class ConditionEncoder(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.kind == "label":
       return nn.Embed(self.num_classes, self.features)(x)
-    h = (2.0 * x - 1.0).reshape(*x.shape[:-3], -1)
+    h = 2.0 * x - 1.0
+    if self.kind == "image":
+      h = h.reshape(*x.shape[:-3], -1)
     h = nn.gelu(nn.Dense(2 * self.features)(h))
     return nn.gelu(nn.Dense(self.features)(h))
 
