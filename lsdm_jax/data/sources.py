@@ -74,7 +74,7 @@ class Dataset:
 
 def to_float(images: np.ndarray) -> np.ndarray:
   """uint8 [0, 255] or float [0, 1] images → float32 [0, 1]."""
-  if not isinstance(images, np.ndarray):
+  if not hasattr(images, "astype"):
     images = np.asarray(images)  # A `LazyImages` is decoded here, whole.
   if images.dtype == np.uint8:
     return images.astype(np.float32) / 255.0
