@@ -38,6 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source = "mnist5k"  # 'mnist5k' (embedded), 'tfds:<name>' or 'npz:<path>'.
   c.data.data_dir = ""  # TFDS data directory ('' = TFDS default / $TFDS_DATA_DIR).
   c.data.image_size = 0  # TFDS only: centre-crop and resize to this size (0 = native).
+  c.data.streaming = False  # TFDS only: decode images on access; stage-1 batches via grain.
+  c.data.workers = 0  # streaming: grain processes decoding stage-1 batches (0 = this one).
+  c.data.prefetch = 2  # streaming: stage-1 batches decoded ahead, one thread each (0 = none).
+  c.data.attributes = ()  # TFDS: binary attributes to load, e.g. ('Male', 'Smiling'); () = none.
   c.data.n_paired = 500  # Paired (x, y) examples drawn from the train split.
   c.data.n_unpaired = 3500  # Unpaired images (labels dropped) drawn from the rest.
   c.data.split_seed = 0  # Seed of the paired/unpaired split (class-stratified).
@@ -358,6 +362,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{field}={c[section][name]!r} must be in [0, 1)")
   for name in BASELINES:
     check_section(name, c[name])
+  from lsdm_jax.data import pipeline
+
+  pipeline.check_config(c)
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:

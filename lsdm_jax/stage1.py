@@ -26,6 +26,7 @@ import optax
 
 from lsdm_jax import checkpoints, loop, parallel
 from lsdm_jax import config as config_lib
+from lsdm_jax.data import pipeline
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.models.autoencoder import Autoencoder
 from lsdm_jax.models.resnet import ResnetAutoencoder
@@ -178,6 +179,21 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
   def batch_fn(step: int):
     idx = batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
     return parallel.global_batch(mesh, to_float(images[idx]), cfg.batch_size)
+
+  if config.data.get("streaming", False):
+    # The same rows, read and decoded ahead by grain (closed after the last step).
+    stream = pipeline.StepBatches(
+      images,
+      cfg.batch_size,
+      data_seed,
+      rows,
+      cfg.steps,
+      workers=config.data.workers,
+      prefetch=config.data.prefetch,
+    )
+
+    def batch_fn(step: int):
+      return parallel.global_batch(mesh, stream(step), cfg.batch_size)
 
   loop_cfg = loop.LoopConfig.from_config("stage1", cfg)
   loop_cfg.validate("stage1")

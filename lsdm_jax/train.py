@@ -25,6 +25,7 @@ from lsdm_jax import latents, parallel, plots, semi, stage1, stage2, summaries
 from lsdm_jax import model as model_lib
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
+from lsdm_jax.data.pipeline import take
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.errors import ConfigError
 from lsdm_jax.loop import OPERATIONAL_FIELDS
@@ -60,7 +61,11 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
   """Loads the data and checks the task and split (fails before touching the workdir)."""
   config_lib.validate(config)
   ds = load_source(
-    config.data.source, data_dir=config.data.data_dir or None, image_size=config.data.image_size
+    config.data.source,
+    data_dir=config.data.data_dir or None,
+    image_size=config.data.image_size,
+    streaming=config.data.streaming,
+    attributes=tuple(config.data.attributes),
   )
   task = make_task(
     config.task.name,
@@ -131,7 +136,8 @@ def train_and_evaluate(
 
   # Stage 1 on every training image we may use, paired and unpaired alike.
   t = time.perf_counter()
-  stage1_images = ds.train_images[np.concatenate([split.paired, split.unpaired])]
+  # A view when streaming: stage 1 reads only the rows of its batches.
+  stage1_images = take(ds.train_images, np.concatenate([split.paired, split.unpaired]))
   ae_model, ae_params, history1 = stage1.train(config, stage1_images, mesh, wd)
   timings["stage1_seconds"] = time.perf_counter() - t
 

@@ -2,13 +2,16 @@
 
 Every source returns a `Dataset` with its canonical train/test split already applied.
 Images keep their stored dtype (uint8, or float32 in [0, 1]) to spare memory; call
-`to_float` on a batch to get the library's float32 NHWC [0, 1] contract.
+`to_float` on a batch to get the library's float32 NHWC [0, 1] contract. With
+`streaming=True` a TFDS source's images stay on disk: `train_images` and `test_images` are
+`pipeline.LazyImages`, decoded on access with exactly the values read whole would have.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import gzip
 import importlib.resources
@@ -22,10 +25,14 @@ import numpy as np
 from absl import logging as absl_logging
 
 from lsdm_jax.data.splits import canonical_split
-from lsdm_jax.errors import DataError
+from lsdm_jax.errors import ConfigError, DataError
 
 MNIST5K_ROWS = 5000
 _TFDS_KNOWN = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
+# TFDS records are read this many at a time and resized this many at a time; the
+# streaming reader (`pipeline.LazyImages`) resizes each image in a call of the same shape.
+READ_CHUNK = 1024
+RESIZE_CHUNK = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +41,8 @@ class Dataset:
 
   Attributes:
     name: the source name it was loaded from.
-    train_images: (N, H, W, C) uint8 or float32 in [0, 1].
+    train_images: (N, H, W, C) uint8 or float32 in [0, 1]; with streaming, a
+      `pipeline.LazyImages` of uint8 images (indexing it decodes only those rows).
     train_labels: (N,) int32, or None for unlabelled sources.
     test_images: (M, H, W, C), same dtype as `train_images`.
     test_labels: (M,) int32 or None.
@@ -42,9 +50,9 @@ class Dataset:
     test_index: (M,) int64 rows of the source that form the test split.
     num_classes: number of classes (0 when unlabelled).
     train_attributes: (N, K) float32 in {0, 1}, the binary attributes `attribute_names`
-      of each image (`data.attributes`), or None.
-    test_attributes: (M, K) likewise, or None.
-    attribute_names: the K attribute names, in column order (() when none are loaded).
+      of each train image, or None when none were asked for.
+    test_attributes: (M, K) float32 or None, likewise.
+    attribute_names: the K attribute names, in the order of the columns.
   """
 
   name: str
@@ -66,6 +74,8 @@ class Dataset:
 
 def to_float(images: np.ndarray) -> np.ndarray:
   """uint8 [0, 255] or float [0, 1] images → float32 [0, 1]."""
+  if not hasattr(images, "astype"):
+    images = np.asarray(images)  # A `LazyImages` is decoded here, whole.
   if images.dtype == np.uint8:
     return images.astype(np.float32) / 255.0
   return images.astype(np.float32, copy=False)
@@ -80,17 +90,35 @@ def cache_dir() -> pathlib.Path:
   return pathlib.Path(xdg) / "lsdm_jax"
 
 
-def load_source(name: str, *, data_dir: str | None = None, image_size: int = 0) -> Dataset:
+def load_source(
+  name: str,
+  *,
+  data_dir: str | None = None,
+  image_size: int = 0,
+  streaming: bool = False,
+  attributes: tuple[str, ...] = (),
+) -> Dataset:
   """Loads a data source by name and applies its canonical split.
 
   Args:
     name: `mnist5k`, `tfds:<name>` or `npz:<path>`.
     data_dir: TFDS data directory (default: TFDS's own default).
     image_size: if > 0, centre-crop to a square and resize to this size (TFDS only).
+    streaming: TFDS only: leave the images on disk and return `pipeline.LazyImages`,
+      decoded on access (labels and attributes are still read into arrays).
+    attributes: TFDS sets with binary attributes (celeb_a) only: names of the attributes
+      to load as `train_attributes` / `test_attributes`, in this order.
 
   Returns:
     The split `Dataset`.
+
+  Raises:
+    ConfigError: `streaming` or `attributes` with a source that is not TFDS.
+    DataError: the data are missing or unusable, or an attribute is unknown.
   """
+  attributes = tuple(attributes)
+  if name == "mnist5k" or name.startswith("npz:"):
+    check_tfds_only(name, streaming, attributes)
   if name == "mnist5k":
     images, labels = _mnist5k()
     return _split_rows(name, images, labels, num_classes=10)
@@ -98,11 +126,33 @@ def load_source(name: str, *, data_dir: str | None = None, image_size: int = 0) 
     images, labels, num_classes = load_npz(name[4:])
     return _split_rows(name, images, labels, num_classes=num_classes)
   if name.startswith("tfds:"):
-    return _tfds(name[5:], data_dir=data_dir, image_size=image_size)
+    return _tfds(
+      name[5:],
+      data_dir=data_dir,
+      image_size=image_size,
+      streaming=streaming,
+      attributes=attributes,
+    )
   raise DataError(
     f"unknown data source {name!r}: use 'mnist5k', 'tfds:<name>' (e.g. tfds:mnist) or "
     "'npz:<path>' (--config.data.source=...)"
   )
+
+
+def check_tfds_only(name: str, streaming: bool, attributes: tuple[str, ...]) -> None:
+  """Raises ConfigError if source `name` is not TFDS but streaming or attributes are asked."""
+  if name.startswith("tfds:"):
+    return
+  if streaming:
+    raise ConfigError(
+      f"data.streaming reads TFDS sources lazily and {name!r} is not one: set "
+      "data.streaming=False, or use data.source='tfds:<name>'"
+    )
+  if attributes:
+    raise ConfigError(
+      f"data.attributes={tuple(attributes)!r}: {name!r} has no binary attributes (TFDS sets "
+      "such as tfds:celeb_a do): set data.attributes=()"
+    )
 
 
 def _split_rows(name, images, labels, num_classes) -> Dataset:
@@ -251,7 +301,14 @@ def _validate_labels(path: str, labels, n: int, fix: str) -> tuple[np.ndarray | 
 # --------------------------------------------------------------------------- tfds
 
 
-def _tfds(name: str, *, data_dir: str | None, image_size: int) -> Dataset:
+def _tfds(
+  name: str,
+  *,
+  data_dir: str | None,
+  image_size: int,
+  streaming: bool = False,
+  attributes: tuple[str, ...] = (),
+) -> Dataset:
   if not name:
     raise DataError("empty TFDS name: use e.g. --config.data.source=tfds:mnist")
   try:
@@ -262,9 +319,14 @@ def _tfds(name: str, *, data_dir: str | None, image_size: int) -> Dataset:
   test_split = "test"
   splits = {}
   for split in ("train", test_split):
-    splits[split] = _tfds_split(tfds, name, split, data_dir, where, image_size)
-  train_images, train_labels = splits["train"]
-  test_images, test_labels = splits[test_split]
+    source = _tfds_source(tfds, name, split, data_dir, where)
+    _check_attributes(name, source, attributes)
+    if streaming:
+      splits[split] = _tfds_lazy(tfds, name, split, source, data_dir, where, image_size, attributes)
+    else:
+      splits[split] = _tfds_split(name, source, image_size, attributes)
+  train_images, train_labels, train_attributes = splits["train"]
+  test_images, test_labels, test_attributes = splits[test_split]
   num_classes = 0
   if train_labels is not None:
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -277,10 +339,14 @@ def _tfds(name: str, *, data_dir: str | None, image_size: int) -> Dataset:
     train_index=np.arange(len(train_images)),
     test_index=np.arange(len(test_images)),
     num_classes=num_classes,
+    train_attributes=train_attributes,
+    test_attributes=test_attributes,
+    attribute_names=attributes,
   )
 
 
-def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
+def _tfds_source(tfds, name, split, data_dir, where, decoders=None):
+  """The split's `tfds.data_source` (random access, no TensorFlow), or a one-line error."""
   prepare = (
     f"prepare it on a machine with network access with `tfds build {name} "
     f"--file_format=array_record --data_dir={where}` and copy that directory here "
@@ -290,7 +356,9 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
     # TFDS logs warnings of its own (e.g. "Variant folder ... has no dataset_info.json")
     # before failing; the error below says it all, in one line.
     with _absl_verbosity(logging.ERROR):
-      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+      source = tfds.data_source(
+        name, split=split, data_dir=data_dir, download=False, decoders=decoders
+      )
   except Exception as e:  # noqa: BLE001 - TFDS raises many unrelated types here.
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "not found" in msg.lower() and name not in _TFDS_KNOWN:
@@ -298,22 +366,97 @@ def _tfds_split(tfds, name, split, data_dir, where, image_size=0):
     raise DataError(
       f"TFDS data set {name!r} ({split}) is not prepared in {where}: {prepare}"
     ) from e
-  n = len(source)
-  if n == 0:
+  if len(source) == 0:
     raise DataError(f"TFDS data set {name!r} has an empty {split!r} split in {where}")
-  chunks, labels = [], []
+  return source
+
+
+def _tfds_split(name, source, image_size=0, attributes=()):
+  """Reads a split whole: (images, labels or None, attributes or None)."""
+  n = len(source)
+  chunks, labels, attrs = [], [], []
   # Read record by record (the decoding dominates), and resize chunk by chunk, so only
   # the resized images are ever held whole (CelebA at full size would be 23 GB).
-  for start in range(0, n, 1024):
-    rows = [source[i] for i in range(start, min(n, start + 1024))]
+  for start in range(0, n, READ_CHUNK):
+    rows = [source[i] for i in range(start, min(n, start + READ_CHUNK))]
     images = np.stack([np.asarray(row["image"]) for row in rows])
     labels.extend(int(row["label"]) for row in rows if "label" in row)
+    if attributes:
+      attrs.extend(_attribute_row(row, attributes) for row in rows)
     if images.ndim == 3:
       images = images[..., None]
     if images.dtype != np.uint8:
       raise DataError(f"TFDS {name!r} images have dtype {images.dtype}; expected uint8 images")
     chunks.append(_crop_resize(images, image_size) if image_size else images)
-  return np.concatenate(chunks), (np.asarray(labels, np.int32) if labels else None)
+  return (
+    np.concatenate(chunks),
+    np.asarray(labels, np.int32) if labels else None,
+    np.asarray(attrs, np.float32) if attributes else None,
+  )
+
+
+def _tfds_lazy(tfds, name, split, source, data_dir, where, image_size, attributes):
+  """A split left on disk: (LazyImages, labels or None, attributes or None)."""
+  from lsdm_jax.data.pipeline import LazyImages  # pipeline imports this module.
+
+  images = LazyImages(source, image_size, what=f"TFDS {name!r}")
+  features = source.dataset_info.features
+  if "label" not in features and not attributes:
+    return images, None, None
+  # The label pass: the images' features are left encoded (SkipDecoding), so reading a
+  # label costs a record read, not an image decode. Where that reader does not work
+  # (TFDS's mock data cannot encode images without TensorFlow), every record is decoded.
+  meta_source = source
+  skip = {k: tfds.decode.SkipDecoding() for k, f in features.items() if _is_image(tfds, f)}
+  if skip:
+    try:
+      undecoded = _tfds_source(tfds, name, split, data_dir, where, decoders=skip)
+      undecoded[0]
+      meta_source = undecoded
+    except Exception as e:  # noqa: BLE001 - any failure: fall back to decoding.
+      absl_logging.info("TFDS %s (%s): labels read with the images decoded (%s)", name, split, e)
+  labels, attrs = [], []
+  for i in range(len(source)):
+    row = meta_source[i]
+    if "label" in row:
+      labels.append(int(row["label"]))
+    if attributes:
+      attrs.append(_attribute_row(row, attributes))
+  return (
+    images,
+    np.asarray(labels, np.int32) if labels else None,
+    np.asarray(attrs, np.float32) if attributes else None,
+  )
+
+
+def _is_image(tfds, feature) -> bool:
+  return isinstance(feature, tfds.features.Image)
+
+
+def _check_attributes(name: str, source, attributes: tuple[str, ...]) -> None:
+  """Raises DataError if the set has no binary attributes, or not all of `attributes`."""
+  if not attributes:
+    return
+  features = source.dataset_info.features
+  if "attributes" not in features:
+    raise DataError(
+      f"TFDS data set {name!r} has no binary attributes to load as "
+      f"data.attributes={attributes!r} (tfds:celeb_a has them): set data.attributes=()"
+    )
+  valid = list(features["attributes"].keys())
+  unknown = [a for a in attributes if a not in valid]
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DataError(
+      f"data.attributes: TFDS {name!r} has no attribute {unknown[0]!r}{hint}; valid names "
+      f"include {', '.join(repr(v) for v in valid[:5])} ({len(valid)} in all)"
+    )
+
+
+def _attribute_row(row, attributes: tuple[str, ...]) -> list[float]:
+  values = row["attributes"]
+  return [1.0 if bool(values[a]) else 0.0 for a in attributes]
 
 
 @contextlib.contextmanager
@@ -341,14 +484,24 @@ def _resize_fn(size: int, channels: int):
   return jax.jit(lambda x: jax.image.resize(x, (x.shape[0], size, size, channels), "linear"))
 
 
+def centre_square(h: int, w: int) -> tuple[int, int, int]:
+  """(top, left, side) of the centre square of an h x w image."""
+  s = min(h, w)
+  return (h - s) // 2, (w - s) // 2, s
+
+
+def resized_uint8(resized) -> np.ndarray:
+  """The resize's float output rounded to uint8 pixels."""
+  return np.clip(np.rint(np.asarray(resized)), 0, 255).astype(np.uint8)
+
+
 def _crop_resize(images: np.ndarray, size: int) -> np.ndarray:
   """Centre-crops (N, H, W, C) uint8 images to a square and resizes them to `size`."""
   n, h, w, c = images.shape
-  s = min(h, w)
-  top, left = (h - s) // 2, (w - s) // 2
+  top, left, s = centre_square(h, w)
   out = np.empty((n, size, size, c), np.uint8)
   resize = _resize_fn(size, c)
-  for i in range(0, n, 512):
-    chunk = images[i : i + 512, top : top + s, left : left + s].astype(np.float32)
-    out[i : i + 512] = np.clip(np.rint(np.asarray(resize(chunk))), 0, 255).astype(np.uint8)
+  for i in range(0, n, RESIZE_CHUNK):
+    chunk = images[i : i + RESIZE_CHUNK, top : top + s, left : left + s].astype(np.float32)
+    out[i : i + RESIZE_CHUNK] = resized_uint8(resize(chunk))
   return out
