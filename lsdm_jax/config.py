@@ -134,7 +134,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_per_class = 100  # classcond: samples per class for metrics.
   c.eval.grid_per_class = 10  # classcond: columns of the sample grid (rows = classes).
-  c.eval.num_inputs = 1000  # superres: test inputs evaluated (<= test split size).
+  c.eval.num_inputs = 1000  # superres, attributes: test inputs evaluated (<= test split size).
+  c.eval.inception_weights = ""  # pytorch-fid Inception .npz: adds FID, P/R in its features.
   c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
   c.eval.enabled = True  # Compute metrics.json after training.
 

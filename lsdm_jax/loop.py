@@ -97,11 +97,24 @@ def guarded_update(state: TrainState, finite: jax.Array, params, opt_state) -> T
     opt_state: the updated optimiser state.
   """
   finite = finite & all_finite(params)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  if jax.default_backend() == "cpu":
+    # The same values as the selects below; XLA:CPU compiles a conditional several times
+    # faster (30 s against 5 s for a small ResNet's step). On GPU a conditional would
+    # wait for the host, so there the selects stay.
+    params, opt_state = jax.lax.cond(
+      finite,
+      lambda new, _: new,
+      lambda _, old: old,
+      (params, opt_state),
+      (state.params, state.opt_state),
+    )
+  else:
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
   return state.replace(
     step=state.step + 1,
-    params=keep(params, state.params),
-    opt_state=keep(opt_state, state.opt_state),
+    params=params,
+    opt_state=opt_state,
     nonfinite=state.nonfinite + (~finite).astype(jnp.int32),
     first_nonfinite=jnp.where(
       (state.first_nonfinite < 0) & ~finite, state.step, state.first_nonfinite

@@ -27,7 +27,7 @@ from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data import Dataset, PairedSplit, Task, load_source, make_task, paired_unpaired_split
 from lsdm_jax.data.pipeline import take
 from lsdm_jax.data.sources import to_float
-from lsdm_jax.errors import ConfigError
+from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.loop import OPERATIONAL_FIELDS
 from lsdm_jax.metrics import evaluate as evaluation
 
@@ -100,6 +100,12 @@ def _check_training(config, ds: Dataset, task: Task, split: PairedSplit) -> None
     check_image_shape(ds.image_shape, len(config.stage1.features))
   else:
     resnet.check_image_shape(ds.image_shape, config.stage1.ch_mult)
+  weights = config.eval.inception_weights
+  if config.eval.enabled and weights and not pathlib.Path(weights).is_file():
+    raise DataError(
+      f"eval.inception_weights={weights!r} does not exist: pass the pytorch-fid Inception "
+      "weights as .npz (lsdm_jax/metrics/inception.py says how), or '' to skip FID"
+    )
   if task.cond_kind == "label":
     counts = np.bincount(ds.train_labels[split.paired], minlength=ds.num_classes)
     if np.any(counts == 0):
@@ -227,7 +233,9 @@ def _write_pictures(wd, exp: Experiment, lsdm, ae_model, ae_params, history1, hi
   samples = wd / "samples"
   key = jax.random.key(config.eval.seed)
   grids = {}
-  if exp.task.cond_kind == "label":
+  if exp.task.cond_kind == "attributes":
+    grids["grid"] = evaluation.write_attributes_grid(lsdm, exp, key, samples / "grid.png")
+  elif exp.task.cond_kind == "label":
     k = config.eval.grid_per_class
     labels = np.repeat(np.arange(exp.task.num_classes), k)
     images = lsdm.generate(labels, key)

@@ -3,6 +3,8 @@
 Offline there is no Inception network for MNIST-like data, so Fréchet distance, precision,
 recall and diversity are measured in the features of this classifier, trained once on the
 *train* split of a data set and cached with Orbax under `cache_dir()/"classifier"/<key>`.
+For the attributes task the same net is trained as K binary classifiers (one sigmoid
+logit per attribute) on the train split's attribute vectors.
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ def train_classifier(
 
   Args:
     images: (N, H, W, C) uint8 or float32 in [0, 1] training images.
-    labels: (N,) int labels in [0, num_classes).
+    labels: (N,) int labels in [0, num_classes), or (N, K) binary attributes in {0, 1}
+      (then one sigmoid cross-entropy per attribute).
     num_classes: K.
     seed: seeds initialisation, batch order and augmentation.
     steps: optimisation steps.
@@ -197,18 +200,19 @@ def train_classifier(
     The trained `FeatureNet`.
   """
   labels = np.asarray(labels)
-  if images.ndim != 4 or labels.shape != (len(images),):
+  multilabel = labels.shape == (len(images), num_classes) and labels.ndim == 2
+  if images.ndim != 4 or not (multilabel or labels.shape == (len(images),)):
     raise DataError(
-      f"classifier training needs (N, H, W, C) images and (N,) labels, got {images.shape} "
-      f"and {labels.shape}"
+      f"classifier training needs (N, H, W, C) images and (N,) labels or (N, K) attributes, "
+      f"got {images.shape} and {labels.shape}"
     )
-  if num_classes < 2 or labels.min() < 0 or labels.max() >= num_classes:
+  if not multilabel and num_classes < 2 or labels.min() < 0 or labels.max() >= num_classes:
     raise DataError(
       f"classifier training needs labels in [0, {num_classes}) with at least 2 classes; "
       "use a labelled data set"
     )
   x = jnp.asarray(_as_float_nhwc(images, images.shape[1:]))
-  y = jnp.asarray(labels, jnp.int32)
+  y = jnp.asarray(labels, jnp.float32 if multilabel else jnp.int32)
   module = ClassifierCNN(num_classes)
   key = jax.random.key(seed)
   params = module.init(key, x[:1])["params"]
@@ -224,6 +228,8 @@ def train_classifier(
 
     def loss_fn(p):
       logits, _ = module.apply({"params": p}, batch)
+      if multilabel:
+        return optax.sigmoid_binary_cross_entropy(logits, y[idx]).sum(-1).mean()
       return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -241,8 +247,9 @@ def train_classifier(
 # --------------------------------------------------------------------------- cache
 
 
-def cache_key(dataset: Dataset) -> str:
-  """`<source>-<H>x<W>x<C>-k<K>-<version>-<fingerprint of the train split>`.
+def cache_key(dataset: Dataset, attributes: bool = False) -> str:
+  """`<source>-<H>x<W>x<C>-k<K>-<version>-<fingerprint of the train split>` (`-attr` after
+  K for an attribute classifier).
 
   The fingerprint makes an `npz:` file that changed under the same path miss the cache.
   """
@@ -250,12 +257,26 @@ def cache_key(dataset: Dataset) -> str:
   h, w, c = dataset.image_shape
   digest = hashlib.sha256()
   digest.update(np.ascontiguousarray(dataset.train_images).tobytes())
-  digest.update(np.ascontiguousarray(dataset.train_labels).tobytes())
-  return f"{name}-{h}x{w}x{c}-k{dataset.num_classes}-{CLASSIFIER_VERSION}-{digest.hexdigest()[:12]}"
+  targets, k = _targets(dataset, attributes)
+  digest.update(np.ascontiguousarray(targets).tobytes())
+  if attributes:
+    digest.update(",".join(dataset.attribute_names).encode())
+  kind = f"k{k}-attr" if attributes else f"k{k}"
+  return f"{name}-{h}x{w}x{c}-{kind}-{CLASSIFIER_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def _targets(dataset: Dataset, attributes: bool) -> tuple[np.ndarray, int]:
+  if attributes:
+    return dataset.train_attributes, len(dataset.attribute_names)
+  return dataset.train_labels, dataset.num_classes
 
 
 def load_or_train_classifier(
-  dataset: Dataset, cache_root: str | os.PathLike | None = None, **train_kwargs
+  dataset: Dataset,
+  cache_root: str | os.PathLike | None = None,
+  *,
+  attributes: bool = False,
+  **train_kwargs,
 ) -> FeatureNet:
   """Restores the data set's feature net from the cache, or trains and caches it.
 
@@ -266,6 +287,7 @@ def load_or_train_classifier(
 
   Args:
     dataset: a labelled `Dataset`; the net is trained on its train split only.
+    attributes: train on the attribute vectors (`dataset.train_attributes`) instead.
     cache_root: overrides `cache_dir()`.
     **train_kwargs: passed to `train_classifier` (a different recipe should use another
       `cache_root`: they are not part of the key).
@@ -273,29 +295,33 @@ def load_or_train_classifier(
   Returns:
     The `FeatureNet`.
   """
-  if dataset.train_labels is None or dataset.num_classes < 2:
+  if attributes and dataset.train_attributes is None:
+    raise DataError(
+      f"data set {dataset.name!r} has no attributes loaded; set data.attributes to train "
+      "an attribute classifier"
+    )
+  if not attributes and (dataset.train_labels is None or dataset.num_classes < 2):
     raise DataError(
       f"data set {dataset.name!r} has no labels, so no feature net can be trained; "
       "evaluate on a labelled source (mnist5k, tfds:mnist, an npz with 'labels')"
     )
   root = pathlib.Path(cache_root) if cache_root is not None else cache_dir()
-  path = root / "classifier" / cache_key(dataset)
+  path = root / "classifier" / cache_key(dataset, attributes)
   path.parent.mkdir(parents=True, exist_ok=True)
-  abstract = _abstract_params(dataset.image_shape, dataset.num_classes)
+  targets, k = _targets(dataset, attributes)
+  abstract = _abstract_params(dataset.image_shape, k)
   with _file_lock(path.with_name(path.name + ".lock")):
     if path.exists():
       try:
         params = _restore(path, abstract)
-        return FeatureNet(params, dataset.image_shape, dataset.num_classes)
+        return FeatureNet(params, dataset.image_shape, k)
       except Exception as e:  # noqa: BLE001 - any unreadable cache is simply retrained.
         warnings.warn(
           f"feature-net cache {path} is unreadable ({type(e).__name__}: {e}); retraining",
           RuntimeWarning,
           stacklevel=2,
         )
-    net = train_classifier(
-      dataset.train_images, dataset.train_labels, dataset.num_classes, **train_kwargs
-    )
+    net = train_classifier(np.asarray(dataset.train_images), targets, k, **train_kwargs)
     _save_atomically(path, net.params)
   return net
 

@@ -1,8 +1,10 @@
 """All metrics of a run on the held-out (canonical test) split, as one flat dict of floats.
 
 `evaluate(lsdm, exp, config)` scores a trained model: it draws the samples, times them
-and calls `evaluate_classcond` or `evaluate_superres` on them, adding the bound's terms
-(classcond) or the per-input spread (superres). The superres sample pictures of a run
+and calls `evaluate_classcond`, `evaluate_attributes` or `evaluate_superres` on them,
+adding the bound's terms (classcond) or the per-input spread (superres). With
+`eval.inception_weights` it also reports FID and precision/recall in the pool features of
+FID's Inception-v3 (`inception_metrics`). The superres sample pictures of a run
 (`write_superres_grid`, `superres_spread` with a path) are drawn here too.
 
 Every distribution metric comes with its real-vs-real reference computed the same way from
@@ -217,6 +219,118 @@ def evaluate_classcond(
   return out
 
 
+def evaluate_attributes(
+  generated: np.ndarray,
+  requested: np.ndarray,
+  dataset: Dataset,
+  net: FeatureNet,
+  *,
+  seed: int = 0,
+  k: int = 3,
+) -> dict[str, float]:
+  """Metrics of attribute-conditional samples against the data set's test split.
+
+  Args:
+    generated: (N, H, W, C) float32 [0, 1] generated images, N > k.
+    requested: (N, K) the attribute vector in {0, 1} each image was asked to have.
+    dataset: a `Dataset` with attributes (test split: the reference; train split: the
+      real-vs-real baselines).
+    net: the data set's attribute classifier (`load_or_train_classifier(ds,
+      attributes=True)`), one logit per attribute.
+    seed: seeds the subsets drawn for the references.
+    k: neighbour for precision/recall.
+
+  Returns:
+    A dict of floats:
+      agreement: share of (image, attribute) entries where the classifier's decision
+        (logit > 0) equals the requested value; agreement_<name> per attribute.
+      agreement_real, agreement_real_<name>: the same for the test images and their own
+        attributes (the classifier's ceiling).
+      fd, fd_real, fd_ratio, fd_pixels(_real, _ratio), precision, recall (and _real):
+        as `evaluate_classcond`'s.
+      num_samples: N.
+  """
+  if dataset.test_attributes is None:
+    raise DataError(f"data set {dataset.name!r} has no attributes; set data.attributes")
+  gen = _check_images(generated, dataset.image_shape, "generated images")
+  names = dataset.attribute_names
+  requested = np.asarray(requested, np.float32)
+  if requested.shape != (len(gen), len(names)):
+    raise DataError(
+      f"requested attributes have shape {requested.shape}; need ({len(gen)}, {len(names)}),"
+      " one vector per generated image"
+    )
+  n = len(gen)
+  if n <= k:
+    raise DataError(f"{n} generated images are too few for k={k} nearest neighbours; generate more")
+  rng = np.random.default_rng(seed)
+  ref = to_float(dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)])
+  test = to_float(np.asarray(dataset.test_images))
+  gen_logits, gen_feats = net.logits_and_features(gen)
+  test_logits, test_feats = net.logits_and_features(test)
+  ref_feats = net.features(ref)
+  out: dict[str, float] = {"num_samples": float(n)}
+  agree = (gen_logits > 0) == (requested > 0.5)
+  agree_real = (test_logits > 0) == (dataset.test_attributes > 0.5)
+  out["agreement"] = float(agree.mean())
+  out["agreement_real"] = float(agree_real.mean())
+  for j, name in enumerate(names):
+    out[f"agreement_{name}"] = float(agree[:, j].mean())
+    out[f"agreement_real_{name}"] = float(agree_real[:, j].mean())
+  out.update(_distribution_metrics(gen, ref, test, gen_feats, ref_feats, test_feats, rng, k))
+  return out
+
+
+def _distribution_metrics(gen, ref, test, gen_feats, ref_feats, test_feats, rng, k):
+  """FD (net features and pooled pixels) and P/R of samples and of real train images."""
+  out = {"fd": frechet_distance(gen_feats, test_feats)}
+  out["fd_real"] = frechet_distance(ref_feats, test_feats)
+  out["fd_ratio"] = out["fd"] / max(out["fd_real"], 1e-12)
+  gen_pix, ref_pix, test_pix = pixel_features(gen), pixel_features(ref), pixel_features(test)
+  out["fd_pixels"] = frechet_distance(gen_pix, test_pix)
+  out["fd_pixels_real"] = frechet_distance(ref_pix, test_pix)
+  out["fd_pixels_ratio"] = out["fd_pixels"] / max(out["fd_pixels_real"], 1e-12)
+  m = min(len(gen_feats), len(test_feats))
+  (test_m,) = _subsample(rng, m, test_feats)
+  (gen_m,) = _subsample(rng, m, gen_feats)
+  (ref_m,) = _subsample(rng, m, ref_feats)
+  out["precision"], out["recall"] = precision_recall(test_m, gen_m, k=k)
+  out["precision_real"], out["recall_real"] = precision_recall(test_m, ref_m, k=k)
+  return out
+
+
+def inception_metrics(
+  generated: np.ndarray, dataset: Dataset, weights: str, *, seed: int = 0, k: int = 3
+) -> dict[str, float]:
+  """FID and improved precision/recall in FID's Inception-v3 pool features (2048-d).
+
+  The samples and an equally large random subset of train images (the real-vs-real
+  reference, `fid_inception_real`) are compared with the test split.
+
+  Args:
+    generated: (N, H, W, C) float32 [0, 1] samples.
+    dataset: the run's data set.
+    weights: path of the pytorch-fid Inception weights (`metrics.inception`).
+    seed: seeds the reference subset.
+    k: neighbour for precision/recall.
+  """
+  from lsdm_jax.metrics.inception import load_inception
+
+  features = load_inception(weights)
+  rng = np.random.default_rng(seed)
+  n = len(generated)
+  ref = to_float(dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)])
+  gen_f, ref_f = features(generated), features(ref)
+  test_f = features(to_float(np.asarray(dataset.test_images)))
+  out = {"fid_inception": frechet_distance(gen_f, test_f)}
+  out["fid_inception_real"] = frechet_distance(ref_f, test_f)
+  m = min(n, len(test_f))
+  (test_m,) = _subsample(rng, m, test_f)
+  (gen_m,) = _subsample(rng, m, gen_f)
+  out["precision_inception"], out["recall_inception"] = precision_recall(test_m, gen_m, k=k)
+  return out
+
+
 def _mean_distance(feats: np.ndarray) -> float:
   """Mean pairwise Euclidean distance of (n, D) features, floored above 0."""
   f = np.asarray(feats, np.float64)
@@ -323,6 +437,21 @@ def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str = "test") -> di
     raise ConfigError(f"reference {reference!r} is not one of {REFERENCES}")
   scored = unpaired_reference(exp) if reference == "unpaired" else exp.dataset
   key = jax.random.key(config.eval.seed + 1)
+  weights = config.eval.get("inception_weights", "")
+  if exp.task.cond_kind == "attributes":
+    ds = exp.dataset
+    rows = np.arange(min(int(config.eval.num_inputs), len(ds.test_images)))
+    requested = ds.test_attributes[rows]
+    images = lsdm.generate(requested, key)
+    t = time.perf_counter()  # Timed warm: the first call included compilation.
+    jax.block_until_ready(lsdm.generate(requested, key))
+    elapsed = time.perf_counter() - t
+    net = load_or_train_classifier(ds, attributes=True)
+    out = evaluate_attributes(images, requested, ds, net, seed=config.eval.seed)
+    out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(images)
+    if weights:
+      out.update(inception_metrics(images, ds, weights, seed=config.eval.seed))
+    return {k: float(v) for k, v in out.items()}
   if exp.task.cond_kind == "label":
     net = load_or_train_classifier(exp.dataset)
     labels = np.repeat(np.arange(exp.task.num_classes), config.eval.num_per_class)
@@ -334,6 +463,8 @@ def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str = "test") -> di
     out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(images)
     if reference == "test":
       out.update(bound_metrics(lsdm, exp.dataset, config))
+    if weights:
+      out.update(inception_metrics(images, scored, weights, seed=config.eval.seed))
     return {k: float(v) for k, v in out.items()}
   # Super-resolution: one sample per test input, scored against its true image.
   rows, inputs, targets = superres_test_inputs(exp, config.eval.num_inputs)
@@ -342,9 +473,16 @@ def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str = "test") -> di
   jax.block_until_ready(lsdm.generate(inputs, key))
   elapsed = time.perf_counter() - t
   ds = exp.dataset
-  # Feature metrics need the data set's classifier; unlabelled sources get pixel ones only.
-  net = load_or_train_classifier(ds) if ds.train_labels is not None and ds.num_classes > 1 else None
+  # Feature metrics need a classifier of the data set; without labels or attributes, pixel
+  # metrics only.
+  net = None
+  if ds.train_labels is not None and ds.num_classes > 1:
+    net = load_or_train_classifier(ds)
+  elif ds.train_attributes is not None:  # E.g. CelebA: its attribute classifier's features.
+    net = load_or_train_classifier(ds, attributes=True)
   out = evaluate_superres(outputs, inputs, targets, exp.task.factor, net)
+  if weights:
+    out.update(inception_metrics(outputs, ds, weights, seed=config.eval.seed))
   out["num_samples"] = float(len(rows))
   out["generate_seconds_per_1000"] = 1000.0 * elapsed / len(rows)
   # The decoder's ceiling: how consistent stage 1's own reconstructions of the targets are.
@@ -415,6 +553,19 @@ def superres_test_inputs(exp: Experiment, num: int) -> tuple[np.ndarray, np.ndar
   rows = np.arange(min(int(num), len(exp.dataset.test_images)))
   targets = to_float(exp.dataset.test_images[rows])
   return rows, exp.task.condition(targets, None), targets
+
+
+def write_attributes_grid(lsdm: LSDM, exp: Experiment, key, path, rows: int = 8, n: int = 8):
+  """Writes a PNG of attribute-conditional samples and returns the grid.
+
+  Each row: a test image, then `n` samples asked for that image's attribute vector.
+  """
+  ds = exp.dataset
+  picks = np.linspace(0, len(ds.test_images) - 1, min(rows, len(ds.test_images))).astype(int)
+  samples = np.asarray(lsdm.generate(ds.test_attributes[picks], key, n=n))
+  real = to_float(ds.test_images[picks])[:, None]
+  grid = np.concatenate([real, samples.reshape(len(picks), n, *ds.image_shape)], axis=1)
+  return plots.save_grid(grid.reshape(-1, *ds.image_shape), len(picks), path)
 
 
 def write_superres_grid(

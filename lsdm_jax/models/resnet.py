@@ -78,7 +78,7 @@ class AttnBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     y = nn.GroupNorm(_groups(c), dtype=self.dtype)(x).reshape(b, h * w, c)
-    y = nn.SelfAttention(num_heads=1, dtype=self.dtype, deterministic=True)(y)
+    y = nn.MultiHeadDotProductAttention(num_heads=1, dtype=self.dtype, deterministic=True)(y)
     return x + y.reshape(b, h, w, c)
 
 
