@@ -124,7 +124,8 @@ def make_train_step(model, tx, cfg, mesh, shardings, base_key):
     (_, metrics), grads = grad_fn(state.params, images, key, state.step)
     params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
     finite = loop.all_finite(metrics["loss"], grads)
-    return loop.guarded_update(state, finite, params, opt_state), metrics
+    cond = loop.conditional_update(cfg.arch == "resnet")
+    return loop.guarded_update(state, finite, params, opt_state, conditional=cond), metrics
 
   return jax.jit(
     train_step,

@@ -309,7 +309,9 @@ class Stage2:
         params["generator_ema"], params["generator"], self.cfg.ema_decay, state.step
       )
     finite = finite & loop.all_finite(gm, grads)
-    return loop.guarded_update(state, finite, params, opt_state), {**metrics, **gm}
+    cond = loop.conditional_update(self.cfg.arch == "conv")
+    new_state = loop.guarded_update(state, finite, params, opt_state, conditional=cond)
+    return new_state, {**metrics, **gm}
 
   def make_train_step(self, shardings, data_shardings):
     """Jitted (state, data) → (state, metrics) running `steps_per_call` updates."""
