@@ -89,6 +89,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 30 s; the step agreement is also tested with threads (checkpoints_test).
 def test_two_processes_match_one(tmp_path):
   port = _free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

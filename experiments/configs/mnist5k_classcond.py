@@ -174,11 +174,6 @@ def sweep(add, study: str):
   elif study == "resnet":
     add("paper", 0)
     add("resnet", 0, variant="resnet", compare="paper")
-    for name, fields in {
-      "noise0.4": {"stage2.real_noise": 0.4},
-      "steps12000": {"stage2.steps": 12000},
-    }.items():
-      add(f"resnet_{name}", 0, variant="resnet", compare="resnet", **fields)
   elif study == "semi_ablations":
     add("paper", 0)
     add("semi", 0, variant="semi", compare="paper")
