@@ -12,7 +12,8 @@ on one device, with the config's global batch as the per-device batch:
 * peak device memory of each step (compiled memory analysis: arguments + outputs +
   temporaries − donated aliases), and whether it fits a 16 GB and an 80 GB device (with
   10% headroom);
-* measured seconds per step (one compiling call, then the mean of `--calls` calls) and
+* measured seconds per step (one compiling call, then the mean of `--calls` calls;
+  `--calls=0` skips the timing, for a slow backend) and
   MFU = FLOPs / time / peak FLOP/s. The peak is `--peak_tflops`, else the device's
   bfloat16 dense peak for known GPUs, else (CPU) the rate this machine reaches on a large
   float32 matmul, measured here, so CPU MFU says how close the step comes to the
@@ -85,6 +86,9 @@ def analyse(compiled) -> tuple[float, float]:
 
 
 def timed(fn, args, calls: int) -> float:
+  """Seconds per call after one compiling call; NaN (not timed) when `calls` is 0."""
+  if calls == 0:
+    return float("nan")
   out = fn(*args)
   jax.block_until_ready(out)
   args = (out[0], *args[1:])
@@ -179,6 +183,10 @@ def fmt(v: float, unit: float = 1.0, digits: int = 3) -> str:
   return f"{v / unit:.{digits}g}" if math.isfinite(v) else "—"
 
 
+def pct(v: float) -> str:
+  return f"{100 * v:.2g}%" if math.isfinite(v) else "—"
+
+
 def table(rows: list[dict], peak: float, peak_source: str, quick: bool) -> str:
   backend = jax.default_backend()
   head = [
@@ -204,8 +212,8 @@ def table(rows: list[dict], peak: float, peak_source: str, quick: bool) -> str:
       f"| {fmt(r['flops_stage1'], 1e9)} | {fmt(r['flops_stage2'], 1e9)} "
       f"| {fmt(r['flops_image'], 1e6)} | {fmt(r['mem_stage1'], GB)} | {fmt(r['mem_stage2'], GB)} "
       f"| {fits} | {fmt(r['sec_stage1'])} | {fmt(r['sec_stage2'])} "
-      f"| {fmt(100 * r['flops_stage1'] / r['sec_stage1'] / peak, 1, 2)}% "
-      f"| {fmt(100 * r['flops_stage2'] / r['sec_stage2'] / peak, 1, 2)}% |"
+      f"| {pct(r['flops_stage1'] / r['sec_stage1'] / peak)} "
+      f"| {pct(r['flops_stage2'] / r['sec_stage2'] / peak)} |"
     )
   return "\n".join(head) + "\n"
 
@@ -214,7 +222,9 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="the tiny variants")
   parser.add_argument("--only", default="", help="comma-separated config names")
-  parser.add_argument("--calls", type=int, default=1, help="timed calls after the first")
+  parser.add_argument(
+    "--calls", type=int, default=1, help="timed calls after the first (0: FLOPs and memory only)"
+  )
   parser.add_argument("--compute_dtype", default="", help="default: config's; float32 on CPU")
   parser.add_argument("--peak_tflops", type=float, default=0.0)
   parser.add_argument("--out", default="")

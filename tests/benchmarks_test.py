@@ -4,6 +4,8 @@ import importlib.util
 import pathlib
 import sys
 
+import pytest
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -24,3 +26,16 @@ def test_stage2_ab_quick_writes_a_row_per_variant(tmp_path):
   assert len(rows) == 2, text
   assert "gp_stride=2 (default)" in rows[0] and "of 2 rounds" in rows[1]
   assert "--quick" in text
+
+
+@pytest.mark.slow  # About a minute: three tiny configs, each stage compiled.
+def test_scale_quick_writes_a_row_per_research_config(tmp_path):
+  out = tmp_path / "scale.md"
+  load("scale").main(["--quick", f"--out={out}"])
+  rows = [line for line in out.read_text().splitlines() if ":tiny |" in line]
+  assert [r.split(" | ")[0] for r in rows] == [
+    "| cifar10_classcond:tiny",
+    "| celeba64_attributes:tiny",
+    "| celeba_superres:tiny",
+  ]
+  assert all("yes / yes" in r for r in rows)
