@@ -193,6 +193,7 @@ def _tiny(task: str) -> ml_collections.ConfigDict:
   return c
 
 
+@pytest.mark.slow  # 25 s; the labellers and pseudo pairs are tested above.
 def test_semi_classcond_run_trains_on_pseudo_pairs_and_logs_the_labeller(tmp_path):
   from lsdm_jax import train
 

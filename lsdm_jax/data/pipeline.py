@@ -57,7 +57,7 @@ class LazyImages:
 
   Args:
     source: random-access TFDS data source of the split (`tfds.data_source`); its records
-      hold an `image`. It travels to grain's worker processes, so it must pickle.
+      hold an `image`. It travels to grain's worker processes, so it must be picklable.
     image_size: if > 0, centre-crop to a square and resize to this size.
     what: how errors name the data set, e.g. "TFDS 'celeb_a'".
 

@@ -438,6 +438,8 @@ def nan_run(reference, compile_cache, tmp_path_factory):
   driver.proc.kill()
 
 
+@pytest.mark.slow  # 30 s; exact resume from a middle checkpoint is also tested in
+# research_configs_test and train_test.
 def test_sigkill_at_a_random_step_of_each_stage_then_rerun_is_exact(
   reference, nan_run, compile_cache, tmp_path
 ):

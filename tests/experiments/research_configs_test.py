@@ -87,6 +87,7 @@ def test_tiny_config_trains_generates_and_resumes_exactly(name, mock_runs, tmp_p
   np.testing.assert_array_equal(a, second.generate(x, jax.random.key(0)))
 
 
+@pytest.mark.slow  # 30-40 s; CIFAR-10's tiny run stays in the default suite.
 def test_superres_config_trains_and_super_resolves(mock_runs):
   _, workdir, _ = mock_runs("celeba_superres")
   assert all(np.isfinite(v) for row in logged(workdir, "stage2") for v in row.values())
@@ -96,6 +97,7 @@ def test_superres_config_trains_and_super_resolves(mock_runs):
   assert model.generate(low, jax.random.key(0), n=2).shape == (6, 16, 16, 3)
 
 
+@pytest.mark.slow  # 30-40 s; CIFAR-10's tiny run stays in the default suite.
 def test_attributes_config_trains_and_scores_agreement_per_attribute(mock_runs):
   _, workdir, metrics = mock_runs("celeba64_attributes")
   assert (workdir / "samples" / "grid.png").exists()
@@ -127,6 +129,7 @@ def test_without_the_prepared_data_the_run_stops_in_one_line(name, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # 30-40 s; CIFAR-10's tiny run stays in the default suite.
 def test_bfloat16_compute_stays_within_tolerance_of_float32(mock_runs):
   """bfloat16 activations (float32 parameters, optimiser state and losses): the tiny CIFAR
   run's losses stay within 2% of the float32 run's and its samples within 0.02 mean

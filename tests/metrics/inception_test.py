@@ -97,8 +97,9 @@ def test_batchnorm_is_folded_into_the_convolution(state_dict):
   y = jax.lax.conv_general_dilated(
     x, p["conv.weight"], (2, 2), "VALID", dimension_numbers=("NHWC", "OIHW", "NHWC"), precision=hp
   )
-  y = (y - p["bn.running_mean"]) / np.sqrt(p["bn.running_var"] + 1e-3) * p["bn.weight"]
-  expected = nn.relu(y + p["bn.bias"])
+  c = lambda v: v.reshape(1, 1, 1, -1)  # Per channel, broadcast explicitly.
+  y = (y - c(p["bn.running_mean"])) / c(np.sqrt(p["bn.running_var"] + 1e-3)) * c(p["bn.weight"])
+  expected = nn.relu(y + c(p["bn.bias"]))
   got = BasicConv2d(32, 3, strides=2).apply({"params": folded}, x)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 

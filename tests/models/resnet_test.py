@@ -54,6 +54,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_outputs(images):
   assert float(jnp.max(jnp.abs(a - b))) < 0.05 * float(jnp.max(jnp.abs(a)))
 
 
+@pytest.mark.slow  # 30 s; the tiny CIFAR-10 run trains with the discriminator.
 def test_each_adversarial_loss_reaches_only_its_own_network(images):
   cfg = tiny(disc_weight=0.5, disc_start=1, loss="l1", reg_weight=1e-6)
   model = stage1.make_model(cfg, (16, 16, 3))
