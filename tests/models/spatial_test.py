@@ -29,7 +29,10 @@ def config():
   return c
 
 
-@pytest.mark.parametrize("kind", list(TASKS))
+@pytest.mark.parametrize(
+  "kind",  # Attribute and image conditions also run in the slow CelebA tiny runs.
+  ["label", *(pytest.param(k, marks=pytest.mark.slow) for k in ("attributes", "image"))],
+)
 def test_generator_and_critic_take_any_batch_shape_and_see_the_condition(kind):
   task, x = TASKS[kind]
   s2 = stage2.Stage2(config(), task, 32, None, latent_shape=SHAPE)
