@@ -31,7 +31,7 @@ def get_config(variant: str = "default"):
   config.task.factor = 4
   config.compute_dtype = "bfloat16"
   celeba64_attributes.autoencoder(config)
-  celeba64_attributes.conv_stage2(config)
+  cifar10_classcond.wgan_gp_conv_stage2(config)
   config.eval.num_inputs = 2000
   if variant == "tiny":
     cifar10_classcond.shrink(config)

@@ -39,32 +39,42 @@ def get_config(variant: str = "default"):
   config.data.n_unpaired = 46_000
   config.task.name = "classcond"
   config.compute_dtype = "bfloat16"
+  kl_f4_autoencoder(config, batch_size=128, steps=100_000)  # 256 epochs of 50,000 images.
+  wgan_gp_conv_stage2(config)  # Critic 8x8 → 4x4 → 2x2.
+  config.eval.num_per_class = 1000  # 10,000 samples for FID.
+  if variant == "tiny":
+    shrink(config)
+  return config
+
+
+def kl_f4_autoencoder(config, *, batch_size: int, steps: int):
+  """Latent diffusion's KL-f4 recipe (see the module docstring) at `batch_size`."""
   s1 = config.stage1
   s1.arch = "resnet"
   s1.ch, s1.ch_mult, s1.num_res_blocks, s1.z_channels = 128, (1, 2, 4), 2, 4
   s1.loss, s1.regularizer, s1.reg_weight = "l1", "kl", 1e-6
   s1.disc_weight, s1.disc_start = 0.5, 50_001
-  s1.batch_size = 128
-  s1.learning_rate = 4.5e-6 * s1.batch_size
+  s1.batch_size = batch_size
+  s1.learning_rate = 4.5e-6 * batch_size
   s1.b1, s1.b2 = 0.5, 0.9
   s1.warmup_steps = 1000
-  s1.steps = 100_000  # 256 epochs of the 50,000 train images.
+  s1.steps = steps
   s1.log_every, s1.save_every = 500, 5000
+
+
+def wgan_gp_conv_stage2(config):
+  """The conv FiLM generator and projection critic with WGAN-GP's CIFAR-10 recipe."""
   s2 = config.stage2
   s2.arch = "conv"
   s2.channels, s2.num_blocks, s2.noise_dim, s2.cond_features = 256, 6, 128, 256
-  s2.critic_channels = (128, 256, 512)  # 8x8 → 4x4 → 2x2.
+  s2.critic_channels = (128, 256, 512)  # Every stage after the first halves the grid.
   s2.learning_rate = s2.critic_learning_rate = 2e-4
   s2.b1, s2.b2 = 0.0, 0.9
   s2.gp_stride = 1
-  s2.real_noise = 0.1  # 400 latents per class of 256 values: a little jitter.
+  s2.real_noise = 0.1  # Hundreds of latents per condition: a little jitter.
   s2.batch_size = 256
   s2.steps = 100_000
   s2.log_every, s2.save_every = 500, 5000
-  config.eval.num_per_class = 1000  # 10,000 samples for FID.
-  if variant == "tiny":
-    shrink(config)
-  return config
 
 
 def shrink(config):

@@ -179,7 +179,7 @@ def evaluate_classcond(
   if n <= k:
     raise DataError(f"{n} generated images are too few for k={k} nearest neighbours; generate more")
   rng = np.random.default_rng(seed)
-  ref_rows = rng.choice(len(dataset.train_images), n, replace=n > len(dataset.train_images))
+  ref_rows = _reference_rows(rng, len(dataset.train_images), n)
   ref = to_float(dataset.train_images[ref_rows])
   ref_labels = dataset.train_labels[ref_rows]
   test = to_float(dataset.test_images)
@@ -190,21 +190,7 @@ def evaluate_classcond(
   out: dict[str, float] = {"num_samples": float(n)}
   out["accuracy"] = float(np.mean(gen_logits.argmax(-1) == labels))
   out["test_accuracy"] = float(np.mean(test_logits.argmax(-1) == dataset.test_labels))
-  out["fd"] = frechet_distance(gen_feats, test_feats)
-  out["fd_real"] = frechet_distance(ref_feats, test_feats)
-  out["fd_ratio"] = out["fd"] / max(out["fd_real"], 1e-12)
-  gen_pix, ref_pix, test_pix = pixel_features(gen), pixel_features(ref), pixel_features(test)
-  out["fd_pixels"] = frechet_distance(gen_pix, test_pix)
-  out["fd_pixels_real"] = frechet_distance(ref_pix, test_pix)
-  out["fd_pixels_ratio"] = out["fd_pixels"] / max(out["fd_pixels_real"], 1e-12)
-  # k-NN radii depend on set sizes: compare equally many points, the same test points for
-  # the generated set and for its real reference.
-  m = min(n, len(test_feats))
-  (test_m,) = _subsample(rng, m, test_feats)
-  (gen_m,) = _subsample(rng, m, gen_feats)
-  (ref_m,) = _subsample(rng, m, ref_feats)
-  out["precision"], out["recall"] = precision_recall(test_m, gen_m, k=k)
-  out["precision_real"], out["recall_real"] = precision_recall(test_m, ref_m, k=k)
+  out.update(_distribution_metrics(gen, ref, test, gen_feats, ref_feats, test_feats, rng, k))
   out["diversity_ratio"] = diversity_ratio(gen_feats, labels, test_feats, dataset.test_labels)
   if joint_w1:
     # Sinkhorn is quadratic in the number of points: at most JOINT_W1_MAX_POINTS per side.
@@ -264,7 +250,7 @@ def evaluate_attributes(
   if n <= k:
     raise DataError(f"{n} generated images are too few for k={k} nearest neighbours; generate more")
   rng = np.random.default_rng(seed)
-  ref = to_float(dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)])
+  ref = to_float(dataset.train_images[_reference_rows(rng, len(dataset.train_images), n)])
   test = to_float(np.asarray(dataset.test_images))
   gen_logits, gen_feats = net.logits_and_features(gen)
   test_logits, test_feats = net.logits_and_features(test)
@@ -281,8 +267,17 @@ def evaluate_attributes(
   return out
 
 
+def _reference_rows(rng: np.random.Generator, num_train: int, n: int) -> np.ndarray:
+  """n random train rows for a real-vs-real reference (with replacement only if needed)."""
+  return rng.choice(num_train, n, replace=n > num_train)
+
+
 def _distribution_metrics(gen, ref, test, gen_feats, ref_feats, test_feats, rng, k):
-  """FD (net features and pooled pixels) and P/R of samples and of real train images."""
+  """FD (net features and pooled pixels) and P/R of samples and of real train images.
+
+  k-NN radii depend on set sizes: P/R compare equally many points, the same test points
+  for the generated set and for its real reference.
+  """
   out = {"fd": frechet_distance(gen_feats, test_feats)}
   out["fd_real"] = frechet_distance(ref_feats, test_feats)
   out["fd_ratio"] = out["fd"] / max(out["fd_real"], 1e-12)
@@ -319,7 +314,7 @@ def inception_metrics(
   features = load_inception(weights)
   rng = np.random.default_rng(seed)
   n = len(generated)
-  ref = to_float(dataset.train_images[rng.choice(len(dataset.train_images), n, replace=False)])
+  ref = to_float(dataset.train_images[_reference_rows(rng, len(dataset.train_images), n)])
   gen_f, ref_f = features(generated), features(ref)
   test_f = features(to_float(np.asarray(dataset.test_images)))
   out = {"fid_inception": frechet_distance(gen_f, test_f)}
