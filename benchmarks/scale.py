@@ -117,7 +117,7 @@ def measure(name: str, variant: str, compute_dtype: str, calls: int) -> dict:
   # Stage 1.
   s1 = config.stage1
   model = stage1.make_model(s1, image_shape, compute_dtype)
-  tx = stage1.make_optimizer(s1)
+  tx = loop.make_optimizer(s1)
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))["params"]

@@ -78,7 +78,7 @@ def _num_params(tree) -> int:
 def bench_stage1(config, mesh, image_shape, calls: int) -> dict:
   cfg = config.stage1
   model = stage1.make_model(cfg, image_shape)
-  tx = stage1.make_optimizer(cfg)
+  tx = loop.make_optimizer(cfg)
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))["params"]

@@ -75,7 +75,7 @@ def _config(quick: bool):
 def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
   cfg = config.stage1
   model = stage1.make_model(cfg, IMAGE_SHAPE)
-  tx = stage1.make_optimizer(cfg)
+  tx = loop.make_optimizer(cfg)
 
   def init():
     params = model.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))["params"]

@@ -8,7 +8,7 @@ and writes the same metrics `experiments.main` writes (to `--out`, default
 `WORKDIR/metrics.json`, replaced atomically) and prints them.
 
 `--reference=unpaired` scores a class-conditional run against its own unpaired train
-images instead of the test split (`lsdm_jax.metrics.evaluate.unpaired_reference`): a way to compare
+images instead of the test split (`Experiment.unpaired_reference`): a way to compare
 settings without looking at the test images. Its default `--out` is
 `WORKDIR/metrics_unpaired.json`, so the test metrics stay as they are.
 """
@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Flags are defined only when run as a script, so that tests may import the module."""
-  from lsdm_jax.metrics.evaluate import REFERENCES
+  from lsdm_jax.evaluation import REFERENCES
 
   flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
   flags.DEFINE_string(
@@ -47,14 +47,13 @@ def _define_flags():
 def evaluate_run(workdir, out=None, reference: str = "test") -> dict:
   """Scores the run in `workdir` and writes its metrics (see the module docstring)."""
   import lsdm_jax
-  from lsdm_jax import train
+  from lsdm_jax import evaluation, train
   from lsdm_jax import workdir as workdir_lib
-  from lsdm_jax.metrics import evaluate as evaluation
 
   config = workdir_lib.load_config(workdir)
   exp = train.setup(config)
   if reference == "unpaired":
-    evaluation.unpaired_reference(exp)  # Refuses a run it cannot score before loading anything.
+    exp.unpaired_reference()  # Refuses a run it cannot score before loading anything.
   model = lsdm_jax.load(workdir)
   metrics = evaluation.evaluate(model, exp, config, reference=reference)
   name = "metrics.json" if reference == "test" else f"metrics_{reference}.json"

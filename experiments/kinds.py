@@ -70,7 +70,7 @@ class Scorer:
 
   def __call__(self, generate, grid=None, ours: bool = True) -> dict:
     from lsdm_jax import plots
-    from lsdm_jax.metrics.evaluate import evaluate_classcond
+    from lsdm_jax.metrics.scores import evaluate_classcond
 
     seconds, images = seconds_per_1000(generate, len(self.labels), self.repeats)
     out = {"generate_seconds_per_1000": seconds}
@@ -118,7 +118,7 @@ def run_lsdm(run, config, wd, study) -> list[dict]:
     extra = s(lambda: model.generate(s.labels, s.key), ours=False)
     rows[0]["metrics"] = {**extra, **metrics}
   if run.options.get("unpaired_reference"):  # The unpaired train images, unseen by stage 2.
-    from lsdm_jax.metrics.evaluate import evaluate
+    from lsdm_jax.evaluation import evaluate
 
     m = evaluate(model, exp or train.setup(config), config, reference="unpaired")
     rows[0]["metrics"].update(unpaired_fd=m["fd"], unpaired_fd_ratio=m.get("fd_ratio"))
@@ -129,13 +129,11 @@ def run_lsdm(run, config, wd, study) -> list[dict]:
 
 def _rescore_projected(model, amount: float) -> dict:
   """A loaded run's metrics with its samples moved `amount` towards their inputs."""
-  from lsdm_jax import config as config_lib
   from lsdm_jax import train
-  from lsdm_jax.metrics.evaluate import evaluate
+  from lsdm_jax.evaluation import evaluate
 
   config = model.config.copy_and_resolve_references()
   config.task.projection = float(amount)
-  config_lib.validate(config)
   return evaluate(dataclasses.replace(model, config=config), train.setup(config), config)
 
 
@@ -233,10 +231,9 @@ def run_superres_baselines(run, config, wd, study) -> list[dict]:
   from lsdm_jax.baselines import superres
   from lsdm_jax.data.sources import to_float
   from lsdm_jax.metrics.classifier import load_or_train_classifier
-  from lsdm_jax.metrics.evaluate import superres_test_inputs
 
   exp = train.setup(config)
-  _, test_x, test_y = superres_test_inputs(exp, config.eval.num_inputs)
+  _, test_x, test_y = exp.test_inputs(config.eval.num_inputs)
   base = superres.evaluate_baselines(
     exp.paired_conditions(),
     to_float(exp.dataset.train_images[exp.split.paired]),

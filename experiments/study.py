@@ -29,8 +29,9 @@ from ml_collections import config_flags
 
 from experiments import kinds, report
 from lsdm_jax import cli
+from lsdm_jax.config import result_fields
 from lsdm_jax.errors import ConfigError
-from lsdm_jax.loop import OPERATIONAL_FIELDS, format_duration
+from lsdm_jax.loop import format_duration
 from lsdm_jax.workdir import atomic_write, write_json
 
 FLAGS = flags.FLAGS
@@ -122,7 +123,7 @@ def _values(runs, key):
 def stage1_key(config) -> str:
   """What stage 1 and the latents depend on: the seed, the data and the stage-1 fields."""
   d = config.to_dict() if hasattr(config, "to_dict") else config
-  stage1 = {k: v for k, v in d["stage1"].items() if k not in OPERATIONAL_FIELDS}
+  stage1 = result_fields(d["stage1"])
   return json.dumps({"seed": d["seed"], "data": d["data"], "stage1": stage1}, sort_keys=True)
 
 

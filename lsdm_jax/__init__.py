@@ -8,6 +8,10 @@ images (paired and unpaired), a one-step generator G(η, x) matches the joint la
 __version__ = "0.1.0"
 
 
+# The imports below are lazy on purpose: `import lsdm_jax.config` (every experiment config
+# does it) should not import JAX, Flax, Orbax and OTT-JAX.
+
+
 def load(workdir, **kwargs):
   """Loads a trained run; see `lsdm_jax.model.load`."""
   from lsdm_jax.model import load as _load

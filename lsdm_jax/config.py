@@ -1,11 +1,16 @@
-"""The configuration schema: every field, its default and what it means.
+"""The configuration schema: every field, its default and what it means; the generic checks.
 
 Experiment configs in `experiments/configs/` start from `base_config()` and change
 fields. The baselines' settings are sections of the same config (`latent_diffusion`,
 `consistency`, `pixel_wgcs`, `cvae`, `superres_regressor`); no stage reads them, so they
-change neither a stage's results nor its fingerprint. `validate` checks values and
-combinations and raises `ConfigError` with the field's name and the fix; unknown fields are
-already refused by the locked ConfigDict.
+change neither a stage's results nor its fingerprint.
+
+`validate` makes the checks that need no knowledge of the method: every field has its
+default's type, and numbers lie in their ranges (`RANGES`, and by field name in the
+baselines' sections). Which names a choice field accepts, and the rules that tie fields
+together, are checked by the component that reads them (`check_config` beside its code;
+`lsdm_jax.train.check_config` runs them all). Unknown fields are already refused by the
+locked ConfigDict. Every check raises `ConfigError` naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -14,17 +19,35 @@ import json
 
 import ml_collections
 
-ESTIMATORS = ("critic", "sinkhorn")
-REGULARIZERS = ("none", "l2", "kl")
-RECON_LOSSES = ("bce", "mse", "l1")
-CRITIC_ACTIVATIONS = ("gelu", "leaky_relu")
-DECODERS = ("mlp", "conv")
-STAGE1_ARCHS = ("conv", "resnet")
-STAGE2_ARCHS = ("mlp", "conv")
-COMPUTE_DTYPES = ("float32", "bfloat16")
-TASKS = ("classcond", "attributes", "superres")
-PREDICTIONS = ("v", "eps")
-LOGSNR_RANGE = (-15.0, 15.0)  # The latent diffusion schedule's log-SNR at t = 1 and t = 0.
+from lsdm_jax.errors import ConfigError
+
+# Stage fields that change how a run is carried out, not what it computes: a rerun may
+# change them (e.g. turn on skip_nonfinite after a NaN) and still resume.
+OPERATIONAL_FIELDS = ("log_every", "save_every", "keep", "skip_nonfinite")
+BASELINES = ("latent_diffusion", "consistency", "pixel_wgcs", "cvae", "superres_regressor")
+
+
+def _optimizer(
+  d: ml_collections.ConfigDict,
+  learning_rate: float,
+  schedule: str,
+  *,
+  warmup: int = 0,
+  final: float = 0.0,
+  grad_clip: float = 10.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  weight_decay: float = 0.0,
+) -> None:
+  """The optimiser fields of a trained section (`loop.make_optimizer` reads them)."""
+  d.learning_rate = learning_rate  # Peak Adam learning rate.
+  d.schedule = schedule  # 'constant' (after warm-up), 'cosine' or 'linear' decay to the end.
+  d.warmup_steps = warmup  # Linear warm-up steps from 0 (at most steps − 1).
+  d.final_lr_scale = final  # 'cosine', 'linear': the last step's rate as a share of the peak.
+  d.grad_clip = grad_clip  # Global gradient-norm clip (0 = none).
+  d.b1 = b1  # Adam β1.
+  d.b2 = b2  # Adam β2.
+  d.weight_decay = weight_decay  # Decoupled weight decay (AdamW; 0 = plain Adam).
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -77,10 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage1.reg_weight = 0.5  # Weight of the regulariser (β for 'kl').
   c.stage1.steps = 3000  # Optimiser steps.
   c.stage1.batch_size = 128  # Global batch size (divisible by the data axis).
-  c.stage1.learning_rate = 2e-3  # Peak learning rate (warm-up then cosine decay).
-  c.stage1.warmup_steps = 100  # Linear warm-up steps.
-  c.stage1.b1 = 0.9  # Adam β1.
-  c.stage1.b2 = 0.999  # Adam β2.
+  _optimizer(c.stage1, 2e-3, "cosine", warmup=100, final=0.05, weight_decay=1e-4)
   c.stage1.log_every = 100  # Steps between progress lines.
   c.stage1.save_every = 1000  # Steps between checkpoints.
   c.stage1.keep = 2  # Checkpoints kept.
@@ -98,9 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.cond_features = 128  # Width of the condition embedding.
   c.stage2.steps = 6000  # Generator updates.
   c.stage2.batch_size = 256  # Global batch of paired latents per update.
-  c.stage2.learning_rate = 1e-4  # Generator Adam learning rate.
-  c.stage2.b1 = 0.5  # Adam β1 (generator and critic).
-  c.stage2.b2 = 0.9  # Adam β2 (generator and critic).
+  # The generator's optimiser; the critic's is the same with critic_learning_rate.
+  _optimizer(c.stage2, 1e-4, "constant", b1=0.5, b2=0.9)
   c.stage2.critic_hidden = (256, 256)  # Critic MLP widths ('critic', 'mlp').
   c.stage2.critic_activation = "gelu"  # 'gelu' or 'leaky_relu' (slope 0.2) ('critic').
   c.stage2.critic_learning_rate = 1e-4  # Critic Adam learning rate ('critic').
@@ -142,9 +161,7 @@ def base_config() -> ml_collections.ConfigDict:
   d = c.latent_diffusion = ml_collections.ConfigDict()  # `baselines.latent_diffusion`.
   d.steps = 1000  # Optimiser steps.
   d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
-  d.learning_rate = 1e-3  # Peak Adam learning rate (linear warm-up, cosine decay to 1/10).
-  d.warmup_steps = 100  # Linear warm-up steps (at most half the run).
-  d.grad_clip = 1.0  # Global gradient-norm clip.
+  _optimizer(d, 1e-3, "cosine", warmup=100, final=0.1, grad_clip=1.0)
   d.ema_decay = 0.999  # EMA of the weights to sample with, in [0, 1).
   d.width = 256  # Hidden width of the residual MLP.
   d.depth = 3  # Residual blocks.
@@ -156,9 +173,7 @@ def base_config() -> ml_collections.ConfigDict:
   d = c.consistency = ml_collections.ConfigDict()  # `baselines.consistency` (distillation).
   d.steps = 2000  # Optimiser steps.
   d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
-  d.learning_rate = 1e-4  # Adam learning rate (constant after a linear warm-up).
-  d.warmup_steps = 100  # Linear warm-up steps (at most half the run).
-  d.grad_clip = 1.0  # Global gradient-norm clip.
+  _optimizer(d, 1e-4, "constant", warmup=100, grad_clip=1.0)
   d.grid_steps = 40  # Teacher DDIM steps spanning the log-SNR range.
   d.target_decay = 0.95  # EMA of the student that gives the targets, in [0, 1).
   d.ema_decay = 0.999  # EMA of the student to sample with, in [0, 1).
@@ -168,11 +183,8 @@ def base_config() -> ml_collections.ConfigDict:
   d = c.pixel_wgcs = ml_collections.ConfigDict()  # `baselines.pixel_wgcs` (WGAN-GP on pixels).
   d.steps = 5000  # Generator updates (each after n_critic critic updates).
   d.batch_size = 256  # Examples per update, drawn with replacement from the pairs.
-  d.learning_rate = 1e-4  # Generator Adam learning rate.
-  d.critic_learning_rate = 1e-4  # Critic Adam learning rate.
-  d.b1 = 0.5  # Adam β1 (both networks).
-  d.b2 = 0.9  # Adam β2 (both networks).
-  d.grad_clip = 10.0  # Global gradient-norm clip (both networks).
+  _optimizer(d, 1e-4, "constant", b1=0.5, b2=0.9)  # The generator's; the critic's below.
+  d.critic_learning_rate = 1e-4  # Critic Adam learning rate (same schedule).
   d.n_critic = 5  # Critic updates per generator update.
   d.gp_weight = 10.0  # Gradient-penalty weight.
   d.noise_dim = 32  # Size of η.
@@ -184,8 +196,7 @@ def base_config() -> ml_collections.ConfigDict:
   d = c.cvae = ml_collections.ConfigDict()  # `baselines.cvae` (conditional VAE, pairs only).
   d.steps = 3000  # Optimiser steps.
   d.batch_size = 256  # Examples per step, drawn with replacement from the pairs.
-  d.learning_rate = 1e-3  # Adam learning rate (constant).
-  d.grad_clip = 10.0  # Global gradient-norm clip.
+  _optimizer(d, 1e-3, "constant")
   d.latent_dim = 16  # Size of z.
   d.beta = 1.0  # Weight of the KL term (1 = the ELBO).
   d.embed_features = 32  # Width of the label embedding (encoder and decoder).
@@ -196,57 +207,96 @@ def base_config() -> ml_collections.ConfigDict:
   d = c.superres_regressor = ml_collections.ConfigDict()  # `baselines.superres.Regressor`.
   d.steps = 2000  # Adam steps (cosine decay to 0).
   d.batch_size = 64  # Pairs per step, drawn with replacement.
-  d.learning_rate = 1e-3  # Initial Adam learning rate.
+  _optimizer(d, 1e-3, "cosine", final=0.0, grad_clip=0.0)
   d.features = (32, 32, 32)  # Channels of the hidden 3x3 conv layers.
   d.steps_per_call = 500  # Steps between progress lines.
   return c
 
 
-BASELINES = ("latent_diffusion", "consistency", "pixel_wgcs", "cvae", "superres_regressor")
-# Per baseline section: fields that must be positive, and fields in [0, 1).
-_POSITIVE = ("steps", "batch_size", "learning_rate", "critic_learning_rate", "grad_clip")
-_POSITIVE += ("steps_per_call", "width", "depth", "cond_features", "time_features")
-_POSITIVE += ("grid_steps", "n_critic", "noise_dim", "embed_features", "latent_dim")
-_UNIT = ("ema_decay", "target_decay", "b1", "b2")
+# --------------------------------------------------------------------------- checks
+
+# Range rules: a predicate and the message after "<field>=<value>".
+_RULES = {
+  "positive": (lambda v: v > 0, "must be a positive number"),
+  "nonnegative": (lambda v: v >= 0, "must be >= 0"),
+  "unit": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+  "closed_unit": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+  "open_unit": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+  "above_zero": (lambda v: v > 0, "must be > 0"),
+  "count": (lambda v: v >= 1, "must be a positive integer"),
+  "widths": (lambda v: bool(v) and all(w >= 1 for w in v), "must be one or more positive widths"),
+  "channels": (lambda v: bool(v) and all(w >= 1 for w in v), "must be positive channel counts"),
+  "seed": (lambda v: v >= -1, "must be >= 0, or -1 for the run's seed"),
+}
+# The range of each field of the run's sections (the baselines' sections: by field name).
+RANGES = {
+  "positive": (
+    "stage1.latent_dim stage1.steps stage1.batch_size stage1.learning_rate stage1.hidden "
+    "stage1.ch stage1.num_res_blocks stage1.z_channels stage1.disc_features "
+    "stage1.disc_layers stage2.noise_dim stage2.steps stage2.batch_size stage2.learning_rate "
+    "stage2.n_critic stage2.epsilon stage2.cond_scale stage2.critic_learning_rate "
+    "stage2.sinkhorn_iterations stage2.cond_features stage2.gp_stride stage2.channels "
+    "stage2.num_blocks eval.num_inputs eval.num_per_class eval.grid_per_class"
+  ),
+  "nonnegative": (
+    "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
+    "stage2.real_noise stage1.disc_weight stage1.disc_start stage1.warmup_steps "
+    "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
+    "stage2.weight_decay data.image_size"
+  ),
+  "seed": "stage2.seed",
+  "unit": "stage2.ema_decay stage1.b1 stage1.b2 stage2.b1 stage2.b2",
+  "closed_unit": "stage1.final_lr_scale stage2.final_lr_scale task.projection semi.threshold",
+  "open_unit": "semi.alpha",
+  "above_zero": "semi.pseudo_weight",
+  "count": "semi.neighbours semi.iterations",
+  "channels": "stage1.features",
+  "widths": (
+    "stage1.decoder_widths stage2.hidden stage2.critic_hidden stage1.ch_mult stage2.critic_channels"
+  ),
+}
+# In a baseline's section, the range of a field by its name.
+_SECTION_RANGES = {
+  "positive": (
+    "steps batch_size learning_rate critic_learning_rate steps_per_call width depth "
+    "cond_features time_features grid_steps n_critic noise_dim embed_features latent_dim"
+  ),
+  "nonnegative": "warmup_steps gp_weight beta grad_clip weight_decay",
+  "unit": "ema_decay target_decay b1 b2",
+  "closed_unit": "final_lr_scale",
+}
 
 
-def check_section(name: str, section: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the field if baseline section `name` has a bad value."""
-  from lsdm_jax.errors import ConfigError
-
-  if not isinstance(section, ml_collections.ConfigDict):
-    raise ConfigError(f"{name}: pass the config section, e.g. base_config().{name}")
-  _check_types(section, base_config()[name], name)
-  for field, value in section.items():
-    where = f"{name}.{field}={value!r}"
-    if field in _POSITIVE and not value > 0:
-      raise ConfigError(f"{where} must be a positive number")
-    if field in _UNIT and not 0 <= value < 1:
-      raise ConfigError(f"{where} must be in [0, 1)")
-    if field in ("warmup_steps", "gp_weight", "beta") and not value >= 0:
-      raise ConfigError(f"{where} must be >= 0")
-    if isinstance(value, tuple) and (not value or any(w < 1 for w in value)):
-      raise ConfigError(f"{where} must be one or more positive widths")
-  if name == "latent_diffusion":
-    _choice(section.prediction, PREDICTIONS, "latent_diffusion.prediction")
-  lo, hi = LOGSNR_RANGE
-  if name == "consistency" and not lo < section.restart_logsnr < hi:
-    raise ConfigError(
-      f"consistency.restart_logsnr={section.restart_logsnr!r} must be in ({lo}, {hi})"
-    )
+def _check_range(rule: str, field: str, value) -> None:
+  ok, message = _RULES[rule]
+  if isinstance(value, tuple):
+    if not ok(value):
+      raise ConfigError(f"{field}={value!r} {message}")
+  elif isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    raise ConfigError(f"{field}={value!r} {message}")
 
 
-def _choice(value, allowed, field):
-  from lsdm_jax.errors import ConfigError
-
+def check_choice(value, allowed: tuple, field: str) -> None:
+  """Raises ConfigError if `value` is not one of `allowed` (config field `field`)."""
   if value not in allowed:
     raise ConfigError(f"{field}={value!r} is not one of {allowed}")
 
 
+def check_section(name: str, section: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field if baseline section `name` has a bad type or value."""
+  if not isinstance(section, ml_collections.ConfigDict):
+    raise ConfigError(f"{name}: pass the config section, e.g. base_config().{name}")
+  _check_types(section, base_config()[name], name)
+  rules = {f: rule for rule, fields in _SECTION_RANGES.items() for f in fields.split()}
+  for field, value in section.items():
+    if field in rules:
+      _check_range(rules[field], f"{name}.{field}", value)
+    elif isinstance(value, tuple):
+      _check_range("widths", f"{name}.{field}", value)
+
+
 def _check_types(value, default, field: str) -> None:
   """Every field has its default's type (tuples: element by element)."""
-  from lsdm_jax.errors import ConfigError
-
   if isinstance(default, ml_collections.ConfigDict):
     for k, d in default.items():
       if k in value:
@@ -266,106 +316,15 @@ def _check_types(value, default, field: str) -> None:
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError on any impossible value, naming the field."""
-  from lsdm_jax.errors import ConfigError
-
+  """The generic checks: types of every field, ranges of every number (`RANGES`) and of the
+  baselines' sections. Raises ConfigError naming the first bad field."""
   _check_types(c, base_config(), "")
-  _choice(c.stage2.estimator, ESTIMATORS, "stage2.estimator")
-  _choice(c.stage1.regularizer, REGULARIZERS, "stage1.regularizer")
-  _choice(c.stage2.critic_activation, CRITIC_ACTIVATIONS, "stage2.critic_activation")
-  _choice(c.stage1.loss, RECON_LOSSES, "stage1.loss")
-  _choice(c.stage1.decoder, DECODERS, "stage1.decoder")
-  _choice(c.task.name, TASKS, "task.name")
-  _choice(c.stage1.arch, STAGE1_ARCHS, "stage1.arch")
-  _choice(c.stage2.arch, STAGE2_ARCHS, "stage2.arch")
-  _choice(c.compute_dtype, COMPUTE_DTYPES, "compute_dtype")
-  if c.stage2.arch == "conv" and c.stage1.arch != "resnet":
-    raise ConfigError("stage2.arch='conv' needs a spatial latent: set stage1.arch='resnet'")
-  if c.compute_dtype != "float32" and (c.stage1.arch, c.stage2.arch) != ("resnet", "conv"):
-    raise ConfigError(
-      f"compute_dtype={c.compute_dtype!r} applies to stage1.arch='resnet' with "
-      "stage2.arch='conv'; the flat models compute in float32 (set compute_dtype='float32')"
-    )
-  if c.stage1.disc_weight > 0 and c.stage1.arch != "resnet":
-    raise ConfigError("stage1.disc_weight > 0 needs stage1.arch='resnet'")
-  if c.stage2.consistency_weight > 0 and c.task.name != "superres":
-    raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
-  if not 0.0 <= c.task.projection <= 1.0:
-    raise ConfigError(f"task.projection={c.task.projection!r} must be in [0, 1]")
-  if c.task.projection > 0 and c.task.name != "superres":
-    raise ConfigError("task.projection > 0 needs task.name='superres' (x is a pooled image)")
-  positive = {
-    "stage1.latent_dim": c.stage1.latent_dim,
-    "stage1.steps": c.stage1.steps,
-    "stage1.batch_size": c.stage1.batch_size,
-    "stage1.learning_rate": c.stage1.learning_rate,
-    "stage2.noise_dim": c.stage2.noise_dim,
-    "stage2.steps": c.stage2.steps,
-    "stage2.batch_size": c.stage2.batch_size,
-    "stage2.learning_rate": c.stage2.learning_rate,
-    "stage2.n_critic": c.stage2.n_critic,
-    "stage2.epsilon": c.stage2.epsilon,
-    "stage2.cond_scale": c.stage2.cond_scale,
-    "stage2.critic_learning_rate": c.stage2.critic_learning_rate,
-    "stage2.sinkhorn_iterations": c.stage2.sinkhorn_iterations,
-    "stage2.cond_features": c.stage2.cond_features,
-    "stage2.gp_stride": c.stage2.gp_stride,
-    "stage1.hidden": c.stage1.hidden,
-    "eval.num_inputs": c.eval.num_inputs,
-    "eval.num_per_class": c.eval.num_per_class,
-    "eval.grid_per_class": c.eval.grid_per_class,
-    "stage1.ch": c.stage1.ch,
-    "stage1.num_res_blocks": c.stage1.num_res_blocks,
-    "stage1.z_channels": c.stage1.z_channels,
-    "stage1.disc_features": c.stage1.disc_features,
-    "stage1.disc_layers": c.stage1.disc_layers,
-    "stage2.channels": c.stage2.channels,
-    "stage2.num_blocks": c.stage2.num_blocks,
-  }
-  for field, value in positive.items():
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-      raise ConfigError(f"{field}={value!r} must be a positive number")
-  nonnegative = (
-    "stage1.reg_weight",
-    "stage2.gp_weight",
-    "stage2.unpaired_weight",
-    "stage2.consistency_weight",
-    "stage2.real_noise",
-    "stage1.disc_weight",
-    "stage1.disc_start",
-  )
-  if c.stage2.seed < -1:
-    raise ConfigError(f"stage2.seed={c.stage2.seed!r} must be >= 0, or -1 for the run's seed")
-  if not 0 <= c.stage2.ema_decay < 1:
-    raise ConfigError(f"stage2.ema_decay={c.stage2.ema_decay!r} must be in [0, 1)")
-  for field in (*nonnegative, "stage1.warmup_steps", "data.image_size"):
-    section, name = field.split(".")
-    if not c[section][name] >= 0:
-      raise ConfigError(f"{field}={c[section][name]!r} must be >= 0")
-  if not c.stage1.features or any(f < 1 for f in c.stage1.features):
-    raise ConfigError(f"stage1.features={c.stage1.features!r} must be positive channel counts")
-  fields = ("stage1.decoder_widths", "stage2.hidden", "stage2.critic_hidden")
-  for field in (*fields, "stage1.ch_mult", "stage2.critic_channels"):
-    section, name = field.split(".")
-    widths = c[section][name]
-    if not widths or any(w < 1 for w in widths):
-      raise ConfigError(f"{field}={widths!r} must be one or more positive widths")
-  if c.stage2.batch_size % c.stage2.gp_stride:
-    raise ConfigError(
-      f"stage2.gp_stride={c.stage2.gp_stride} must divide stage2.batch_size={c.stage2.batch_size}"
-    )
-  from lsdm_jax import semi
-
-  semi.check_config(c)
-  for field in ("stage1.b1", "stage1.b2", "stage2.b1", "stage2.b2"):
-    section, name = field.split(".")
-    if not 0 <= c[section][name] < 1:
-      raise ConfigError(f"{field}={c[section][name]!r} must be in [0, 1)")
+  for rule, fields in RANGES.items():
+    for field in fields.split():
+      section, name = field.split(".")
+      _check_range(rule, field, c[section][name])
   for name in BASELINES:
     check_section(name, c[name])
-  from lsdm_jax.data import pipeline
-
-  pipeline.check_config(c)
 
 
 def to_json(c: ml_collections.ConfigDict) -> str:
@@ -376,3 +335,9 @@ def fingerprint(section: ml_collections.ConfigDict | dict) -> str:
   """A stable string of a config section, stored beside checkpoints."""
   d = section.to_dict() if hasattr(section, "to_dict") else section
   return json.dumps(d, sort_keys=True, default=list)
+
+
+def result_fields(section: ml_collections.ConfigDict | dict) -> dict:
+  """A stage's section without `OPERATIONAL_FIELDS`: the fields that decide its result."""
+  d = section.to_dict() if hasattr(section, "to_dict") else section
+  return {k: v for k, v in d.items() if k not in OPERATIONAL_FIELDS}

@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lsdm_jax import config as config_lib
 from lsdm_jax import parallel
+from lsdm_jax.data.experiment import Experiment
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.errors import CheckpointError
 from lsdm_jax.models.autoencoder import Autoencoder, encode_mean
@@ -253,6 +255,52 @@ def load(directory, mesh, *, sharded: bool = False) -> tuple[dict[str, jax.Array
   return arrays, meta
 
 
+def encode_run(
+  config, exp: Experiment, model: Autoencoder, params, mesh, directory
+) -> tuple[dict[str, jax.Array], dict]:
+  """A run's latents: encoded and saved to `directory` once per stage-1 model, then read.
+
+  The paired and unpaired images are encoded (each process reading only the rows its
+  devices hold) unless `directory` holds latents of the same stage-1 config and data;
+  fields a rerun may change (how often to log or save...) do not call for new latents.
+
+  Returns:
+    `load`'s ({'x', 'z', 'z_unpaired', 'mean', 'std'}, meta).
+  """
+  fingerprint = config_lib.fingerprint(config_lib.result_fields(config.stage1))
+  fingerprint += config_lib.fingerprint(config.data)
+  meta = read_meta(directory)
+  if meta is None or meta.get("stage1") != fingerprint:
+    ds, split = exp.dataset, exp.split
+    n_paired, n_unpaired = len(split.paired), len(split.unpaired)
+    z_paired = encode(model, params, ds.train_images, mesh, rows=split.paired)
+    z_unpaired = None
+    if n_unpaired:
+      z_unpaired = encode(model, params, ds.train_images, mesh, rows=split.unpaired)
+    mean, std = latent_stats([z_paired, z_unpaired], [n_paired, n_unpaired])
+    save(
+      directory,
+      mesh,
+      x=parallel.global_rows(mesh, exp.paired_conditions, n_paired),
+      z=z_paired,
+      z_unpaired=z_unpaired,
+      mean=mean,
+      std=std,
+      n_paired=n_paired,
+      n_unpaired=n_unpaired,
+      meta={
+        "stage1": fingerprint,
+        "image_shape": list(ds.image_shape),
+        "num_classes": ds.num_classes,
+        "latent_dim": model.latent_dim,
+        "latent_shape": list(getattr(model, "latent_shape", (model.latent_dim,))),
+        "cond_kind": exp.task.cond_kind,
+        "attribute_names": list(ds.attribute_names),
+      },
+    )
+  return load(directory, mesh)
+
+
 def standardise(z: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
   return (z - mean[None]) / std[None]
 
@@ -261,4 +309,13 @@ def unstandardise(z: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
   return z * std[None] + mean[None]
 
 
-__all__ = ["encode", "latent_stats", "load", "read_meta", "save", "standardise", "unstandardise"]
+__all__ = [
+  "encode",
+  "encode_run",
+  "latent_stats",
+  "load",
+  "read_meta",
+  "save",
+  "standardise",
+  "unstandardise",
+]

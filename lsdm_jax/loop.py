@@ -50,11 +50,10 @@ import optax
 from absl import logging
 
 from lsdm_jax import checkpoints, parallel, summaries
+from lsdm_jax import config as config_lib
 from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
-# Stage fields that change how a run is carried out, not what it computes: a rerun may
-# change them (e.g. turn on skip_nonfinite after a NaN) and still resume.
-OPERATIONAL_FIELDS = ("log_every", "save_every", "keep", "skip_nonfinite")
+SCHEDULES = ("constant", "cosine", "linear")
 
 
 @flax.struct.dataclass
@@ -131,27 +130,53 @@ def conditional_update(convolutional: bool) -> bool:
   return convolutional and jax.default_backend() == "cpu"
 
 
-def make_optimizer(
-  learning_rate: float | optax.Schedule,
-  *,
-  clip_norm: float | None = 10.0,
-  b1: float = 0.9,
-  b2: float = 0.999,
-  weight_decay: float | None = None,
-) -> optax.GradientTransformation:
-  """Adam (AdamW with `weight_decay`) after clipping the gradients' global norm.
+def learning_rate(section, peak: float | None = None) -> float | optax.Schedule:
+  """The learning rate of a trained config section, by optimiser step.
+
+  `section.schedule`: 'constant' (after the warm-up), 'cosine' or 'linear' decay from the
+  peak to `final_lr_scale` × peak at `steps`; all after `warmup_steps` (at most steps − 1)
+  of linear warm-up from 0. A constant rate without warm-up is a plain float.
 
   Args:
-    learning_rate: a constant or an optax schedule of the step.
-    clip_norm: the largest global gradient norm (None: no clipping).
-    b1, b2: Adam's moment decays.
-    weight_decay: decoupled weight decay (None: plain Adam).
+    section: a config section with `learning_rate` (the peak), `schedule`, `warmup_steps`,
+      `final_lr_scale` and `steps`.
+    peak: overrides `section.learning_rate` (e.g. stage 2's `critic_learning_rate`).
   """
-  if weight_decay is None:
-    adam = optax.adam(learning_rate, b1=b1, b2=b2)
+  peak = section.learning_rate if peak is None else peak
+  if section.schedule == "constant" and not section.warmup_steps:
+    return peak  # Needs no run length: `paired_data.without_length` sections have none.
+  steps = max(int(section.steps), 1)
+  warmup = min(int(section.warmup_steps), steps - 1)
+  final = peak * section.final_lr_scale
+  if section.schedule == "constant":
+    return optax.linear_schedule(0.0, peak, warmup) if warmup else peak
+  if section.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, steps, final)
+  if section.schedule == "linear":
+    decay = optax.linear_schedule(peak, final, steps - warmup)
+    if not warmup:
+      return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+  raise ConfigError(f"schedule={section.schedule!r} is not one of {SCHEDULES}")
+
+
+def make_optimizer(section, peak: float | None = None) -> optax.GradientTransformation:
+  """Adam (AdamW with `weight_decay` > 0) after clipping the gradients' global norm at
+  `grad_clip` (0: no clipping), at the rate `learning_rate(section, peak)`: the one
+  optimiser of every stage and baseline, built from its config section."""
+  lr = learning_rate(section, peak)
+  if section.weight_decay > 0:
+    adam = optax.adamw(lr, b1=section.b1, b2=section.b2, weight_decay=section.weight_decay)
   else:
-    adam = optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
-  return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+    adam = optax.adam(lr, b1=section.b1, b2=section.b2)
+  if not section.grad_clip:
+    return adam
+  return optax.chain(optax.clip_by_global_norm(section.grad_clip), adam)
+
+
+def check_optimizer(section, name: str) -> None:
+  """Raises ConfigError if section `name`'s schedule is not one of `SCHEDULES`."""
+  config_lib.check_choice(section.schedule, SCHEDULES, f"{name}.schedule")
 
 
 def apply_gradients(tx: optax.GradientTransformation, grads, opt_state, params):
@@ -402,19 +427,12 @@ def _append_jsonl(manager, name: str, metrics: dict[str, float]) -> None:
     f.write(line + "\n")
 
 
-def result_fields(fingerprint: str | None) -> dict | None:
-  """A stage's config fingerprint without the fields a rerun may change."""
-  if fingerprint is None:
-    return None
-  d = json.loads(fingerprint)
-  return {k: v for k, v in d.items() if k not in OPERATIONAL_FIELDS}
-
-
 def _check_same_config(name: str, directory, saved: str | None, current: str | None) -> None:
   """Refuses to resume checkpoints that another config of the stage wrote."""
   if saved is None or current is None:
     return
-  old, new = result_fields(saved), result_fields(current)
+  old = config_lib.result_fields(json.loads(saved))
+  new = config_lib.result_fields(json.loads(current))
   if old != new:
     diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
     raise CheckpointError(

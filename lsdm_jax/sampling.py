@@ -15,7 +15,7 @@ import numpy as np
 
 from lsdm_jax import parallel
 from lsdm_jax.data.tasks import block_mean
-from lsdm_jax.models.generator import Generator
+from lsdm_jax.models.generator import Generator, noise_per_row
 
 
 def generation_params(gen_params, ae_params, mean, std) -> dict:
@@ -26,12 +26,6 @@ def generation_params(gen_params, ae_params, mean, std) -> dict:
     "mean": jnp.asarray(mean),
     "std": jnp.asarray(std),
   }
-
-
-def noise_per_row(key: jax.Array, rows: int, dim: int) -> jax.Array:
-  """(rows, dim) standard normal, row i from fold_in(key, i): a sample depends on its key
-  and row only, not on how many rows are generated together."""
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(jnp.arange(rows))
 
 
 def project_to_input(images: jax.Array, x: jax.Array, factor: int, amount: float = 1.0):

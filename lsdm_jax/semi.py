@@ -24,17 +24,17 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from lsdm_jax import config as config_lib
+from lsdm_jax import latents, parallel
+from lsdm_jax import workdir as workdir_lib
+from lsdm_jax.data.experiment import Experiment
 from lsdm_jax.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-  from lsdm_jax.train import Experiment
 
 LABELLERS = ("label_spreading", "knn")
 WEIGHTINGS = ("hard", "soft")
@@ -228,7 +228,7 @@ def stage2_data(config, exp: Experiment, data: dict, stats, ae_model, ae_params,
 
   Args:
     config: the run's config (its `semi` section).
-    exp: the run's `train.Experiment`.
+    exp: the run's `Experiment`.
     data: stage 2's data: 'x' (n_paired, ...) conditions, 'z' (n_paired, D) and
       'z_unpaired' (>= n_unpaired, D) standardised latents.
     stats: the latents' (mean, std), to standardise the test latents.
@@ -239,9 +239,6 @@ def stage2_data(config, exp: Experiment, data: dict, stats, ae_model, ae_params,
   Returns:
     (data with 'x', 'z' extended and 'cdf', metrics as {'semi_*': value}).
   """
-  from lsdm_jax import latents, parallel
-  from lsdm_jax import workdir as workdir_lib
-
   cfg, task, split, ds = config.semi, exp.task, exp.split, exp.dataset
   x, z, z_u = parallel.to_host((data["x"], data["z"], data["z_unpaired"]))
   z_u = z_u[: len(split.unpaired)]
@@ -302,20 +299,8 @@ def stage2_data(config, exp: Experiment, data: dict, stats, ae_model, ae_params,
 
 
 def check_config(c) -> None:
-  """Checks the `semi` section (called by `config.validate`)."""
-  s = c.semi
-  if s.labeller not in LABELLERS:
-    raise ConfigError(f"semi.labeller={s.labeller!r} is not one of {LABELLERS}")
-  if s.weighting not in WEIGHTINGS:
-    raise ConfigError(f"semi.weighting={s.weighting!r} is not one of {WEIGHTINGS}")
-  if not 0.0 <= s.threshold <= 1.0:
-    raise ConfigError(f"semi.threshold={s.threshold!r} must be in [0, 1]")
-  if not 0.0 < s.alpha < 1.0:
-    raise ConfigError(f"semi.alpha={s.alpha!r} must be in (0, 1)")
-  for name in ("neighbours", "iterations"):
-    if s[name] < 1:
-      raise ConfigError(f"semi.{name}={s[name]!r} must be a positive integer")
-  if not s.pseudo_weight > 0:
-    raise ConfigError(f"semi.pseudo_weight={s.pseudo_weight!r} must be > 0")
-  if s.enabled and c.data.n_unpaired == 0:
+  """Checks the `semi` section: its choices, and that there are unpaired images to label."""
+  config_lib.check_choice(c.semi.labeller, LABELLERS, "semi.labeller")
+  config_lib.check_choice(c.semi.weighting, WEIGHTINGS, "semi.weighting")
+  if c.semi.enabled and c.data.n_unpaired == 0:
     raise ConfigError(NO_UNPAIRED)

@@ -28,8 +28,38 @@ from lsdm_jax import checkpoints, loop, parallel
 from lsdm_jax import config as config_lib
 from lsdm_jax.data import pipeline
 from lsdm_jax.data.sources import to_float
+from lsdm_jax.errors import ConfigError
+from lsdm_jax.models import autoencoder, resnet
 from lsdm_jax.models.autoencoder import Autoencoder
 from lsdm_jax.models.resnet import ResnetAutoencoder
+
+ARCHS = ("conv", "resnet")
+LOSSES = ("bce", "mse", "l1")
+REGULARIZERS = ("none", "l2", "kl")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the `stage1` section: its choices, what the discriminator needs, the loop's
+  counts, and that the batch splits over the mesh's data axis."""
+  cfg = config.stage1
+  config_lib.check_choice(cfg.arch, ARCHS, "stage1.arch")
+  config_lib.check_choice(cfg.decoder, autoencoder.DECODERS, "stage1.decoder")
+  config_lib.check_choice(cfg.loss, LOSSES, "stage1.loss")
+  config_lib.check_choice(cfg.regularizer, REGULARIZERS, "stage1.regularizer")
+  loop.check_optimizer(cfg, "stage1")
+  if cfg.disc_weight > 0 and cfg.arch != "resnet":
+    raise ConfigError("stage1.disc_weight > 0 needs stage1.arch='resnet'")
+  loop.LoopConfig.from_config("stage1", cfg).validate("stage1")
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  parallel.check_batch_size(cfg.batch_size, mesh, "stage1.batch_size")
+
+
+def check_image_shape(cfg: ml_collections.ConfigDict, image_shape) -> None:
+  """Raises ConfigError unless the autoencoder of `cfg` (config.stage1) takes the images."""
+  if cfg.arch == "conv":
+    autoencoder.check_image_shape(image_shape, len(cfg.features))
+  else:
+    resnet.check_image_shape(image_shape, cfg.ch_mult)
 
 
 def make_model(
@@ -61,11 +91,10 @@ def make_model(
   )
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
-    0.0, cfg.learning_rate, min(cfg.warmup_steps, cfg.steps - 1), cfg.steps, cfg.learning_rate / 20
-  )
-  return loop.make_optimizer(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=1e-4)
+def init_state(model, tx: optax.GradientTransformation, key: jax.Array, image_shape):
+  """The initial `loop.TrainState` of `model` for images of `image_shape` (H, W, C)."""
+  params = model.init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+  return loop.TrainState.create(params, tx.init(params))
 
 
 def loss_fn(model, cfg, params, images: jax.Array, key: jax.Array, step=0):
@@ -135,25 +164,6 @@ def make_train_step(model, tx, cfg, mesh, shardings, base_key):
   )
 
 
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-  """Rows of the global batch at `step`: epochs of seeded permutations, laid end to end.
-
-  A pure function of (seed, step), so a resumed run sees exactly the same batches.
-  """
-  start = step * batch_size
-  out = []
-  while len(out) < batch_size:
-    epoch, offset = divmod(start + len(out), n)
-    perm = _epoch_permutation(n, seed, epoch)
-    out.extend(perm[offset : offset + batch_size - len(out)].tolist())
-  return np.asarray(out)
-
-
 def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) -> tuple:
   """Trains (or resumes, or skips if finished) stage 1 on `images` (N, H, W, C).
 
@@ -161,16 +171,11 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
     (model, params, history).
   """
   cfg = config.stage1
-  parallel.check_batch_size(cfg.batch_size, mesh, "stage1.batch_size")
   model = make_model(cfg, images.shape[1:], config.compute_dtype)
-  tx = make_optimizer(cfg)
+  tx = loop.make_optimizer(cfg)
   root = jax.random.key(config.seed)
   init_key, base_key = jax.random.split(jax.random.fold_in(root, 1))
-
-  def init():
-    params = model.init(init_key, jnp.zeros((1, *images.shape[1:]), jnp.float32))["params"]
-    return loop.TrainState.create(params, tx.init(params))
-
+  init = functools.partial(init_state, model, tx, init_key, images.shape[1:])
   state, shardings = parallel.create_sharded(init, mesh)
   step_fn = make_train_step(model, tx, cfg, mesh, shardings, base_key)
   # This process loads only the rows of each global batch that its own devices hold.
@@ -178,7 +183,7 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
   data_seed = int(jax.random.randint(jax.random.fold_in(root, 2), (), 0, 2**31 - 1))
 
   def batch_fn(step: int):
-    idx = batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
+    idx = pipeline.batch_indices(len(images), cfg.batch_size, data_seed, step)[rows]
     return parallel.global_batch(mesh, to_float(images[idx]), cfg.batch_size)
 
   if config.data.get("streaming", False):
@@ -197,7 +202,6 @@ def train(config: ml_collections.ConfigDict, images: np.ndarray, mesh, workdir) 
       return parallel.global_batch(mesh, stream(step), cfg.batch_size)
 
   loop_cfg = loop.LoopConfig.from_config("stage1", cfg)
-  loop_cfg.validate("stage1")
   manager = checkpoints.make_manager(
     pathlib.Path(workdir) / "stage1", save_every=cfg.save_every, keep=cfg.keep
   )

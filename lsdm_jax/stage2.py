@@ -45,8 +45,40 @@ from lsdm_jax import config as config_lib
 from lsdm_jax.data.tasks import Task, block_mean
 from lsdm_jax.errors import ConfigError
 from lsdm_jax.models import spatial
-from lsdm_jax.models.critic import Critic
+from lsdm_jax.models.critic import ACTIVATIONS, Critic
 from lsdm_jax.models.generator import Generator
+
+ESTIMATORS = ("critic", "sinkhorn")
+ARCHS = ("mlp", "conv")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the `stage2` section: its choices, the loop's counts, the batch against the mesh
+  and the penalty's stride, and the rules that tie it to stage 1, the task and
+  `compute_dtype` (the stage-2 networks are the last to read them)."""
+  cfg = config.stage2
+  config_lib.check_choice(cfg.estimator, ESTIMATORS, "stage2.estimator")
+  config_lib.check_choice(cfg.critic_activation, tuple(ACTIVATIONS), "stage2.critic_activation")
+  config_lib.check_choice(cfg.arch, ARCHS, "stage2.arch")
+  config_lib.check_choice(config.compute_dtype, COMPUTE_DTYPES, "compute_dtype")
+  loop.check_optimizer(cfg, "stage2")
+  if cfg.arch == "conv" and config.stage1.arch != "resnet":
+    raise ConfigError("stage2.arch='conv' needs a spatial latent: set stage1.arch='resnet'")
+  if config.compute_dtype != "float32" and (config.stage1.arch, cfg.arch) != ("resnet", "conv"):
+    raise ConfigError(
+      f"compute_dtype={config.compute_dtype!r} applies to stage1.arch='resnet' with "
+      "stage2.arch='conv'; the flat models compute in float32 (set compute_dtype='float32')"
+    )
+  if cfg.consistency_weight > 0 and config.task.name != "superres":
+    raise ConfigError("stage2.consistency_weight > 0 needs task.name='superres'")
+  if cfg.batch_size % cfg.gp_stride:
+    raise ConfigError(
+      f"stage2.gp_stride={cfg.gp_stride} must divide stage2.batch_size={cfg.batch_size}"
+    )
+  loop.LoopConfig.from_config("stage2", cfg).validate("stage2")
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  parallel.check_batch_size(cfg.batch_size, mesh, "stage2.batch_size")
 
 
 def make_generator(
@@ -172,8 +204,8 @@ class Stage2:
     nets = (cfg, task, latent_dim, latent_shape, config.compute_dtype)
     self.generator = make_generator(*nets)
     self.critics = make_critics(*nets) if cfg.estimator == "critic" else {}
-    self.gen_tx = loop.make_optimizer(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
-    self.critic_tx = loop.make_optimizer(cfg.critic_learning_rate, b1=cfg.b1, b2=cfg.b2)
+    self.gen_tx = loop.make_optimizer(cfg)
+    self.critic_tx = loop.make_optimizer(cfg, cfg.critic_learning_rate)
     # stage2.seed re-seeds stage 2 alone, on the same stage 1 (whose seed is config.seed).
     seed = config.seed if cfg.seed < 0 else cfg.seed
     root = jax.random.fold_in(jax.random.key(seed), 3)
@@ -363,7 +395,6 @@ def train(
     (Stage2, params, history).
   """
   cfg = config.stage2
-  parallel.check_batch_size(cfg.batch_size, mesh, "stage2.batch_size")
   if cfg.consistency_weight > 0 and (decoder is None or "decoder" not in data):
     raise ConfigError("stage2.consistency_weight > 0: pass the decoder and data['decoder']")
   s2 = Stage2(config, task, int(data["z"].shape[1]), mesh, decoder, latent_shape)
@@ -374,7 +405,6 @@ def train(
   data = jax.device_put(data, data_shardings)
   step_fn = s2.make_train_step(shardings, data_shardings)
   loop_cfg = loop.LoopConfig.from_config("stage2", cfg)
-  loop_cfg.validate("stage2")
   manager = checkpoints.make_manager(
     pathlib.Path(workdir) / "stage2", save_every=cfg.save_every, keep=cfg.keep
   )

@@ -3,9 +3,9 @@
 A workdir belongs to one config. Rerunning the same command resumes; running another
 config on it is refused unless `overwrite=True`, which then clears the old results. Only
 fields that do not change what is computed may differ on a rerun: the stages' loop
-settings (`loop.OPERATIONAL_FIELDS`, e.g. `skip_nonfinite` after a NaN) and `eval.*`.
+settings (`config.OPERATIONAL_FIELDS`, e.g. `skip_nonfinite` after a NaN) and `eval.*`.
 
-`prepare` runs after the config and the data were validated (`train.setup`) and before
+`prepare` runs after the config and the data were checked (`train.setup`) and before
 anything is written, and it checks that the directory can take a write.
 """
 
@@ -23,7 +23,6 @@ from absl import logging
 from lsdm_jax import config as config_lib
 from lsdm_jax.checkpoints import TMP_MARK, UNREADABLE_SUFFIX
 from lsdm_jax.errors import WorkdirError
-from lsdm_jax.loop import OPERATIONAL_FIELDS
 
 RESULTS = (
   "stage1",
@@ -149,7 +148,7 @@ def _results(config: dict) -> dict:
   out = {k: v for k, v in config.items() if k != "eval" and k not in config_lib.BASELINES}
   for stage in ("stage1", "stage2"):
     if isinstance(out.get(stage), dict):
-      out[stage] = {k: v for k, v in out[stage].items() if k not in OPERATIONAL_FIELDS}
+      out[stage] = config_lib.result_fields(out[stage])
   return out
 
 

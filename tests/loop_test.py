@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from lsdm_jax import checkpoints, loop, summaries
+from lsdm_jax import config as config_lib
 from lsdm_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
 TX = optax.adam(0.05)
@@ -280,15 +281,48 @@ def test_train_in_memory_stops_on_a_nonfinite_step_naming_the_model():
     loop.train_in_memory("toy", _fresh(), call, steps=6, steps_per_call=2)
 
 
+def _section(**fields):
+  """An optimiser section as `config._optimizer` writes it, with `fields` changed."""
+  section = config_lib.base_config().cvae
+  section.update(fields)
+  return section
+
+
 def test_make_optimizer_is_clipping_then_adam():
   params = {"w": jnp.ones(3)}
   grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # Global norm 50.
-  tx = loop.make_optimizer(0.1, clip_norm=5.0, b1=0.5, b2=0.9)
+  tx = loop.make_optimizer(_section(learning_rate=0.1, grad_clip=5.0, b1=0.5, b2=0.9))
   ref = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(0.1, b1=0.5, b2=0.9))
   got, _ = loop.apply_gradients(tx, grads, tx.init(params), params)
   want = optax.apply_updates(params, ref.update(grads, ref.init(params), params)[0])
   np.testing.assert_array_equal(got["w"], want["w"])
-  adamw = loop.make_optimizer(0.1, clip_norm=None, weight_decay=0.1)
+  adamw = loop.make_optimizer(_section(learning_rate=0.1, grad_clip=0.0, weight_decay=0.1))
   zero = {"w": jnp.zeros(3)}
   decayed, _ = loop.apply_gradients(adamw, zero, adamw.init(params), params)
   np.testing.assert_allclose(decayed["w"], 1.0 - 0.1 * 0.1, rtol=1e-6)  # Decay alone.
+
+
+@pytest.mark.parametrize(
+  "schedule, final, expected",
+  [
+    # 10 steps, 2 of warm-up from 0 to the peak 1.0, then the decay to final · peak.
+    ("constant", 0.0, [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", 0.1, [0.0, 0.5, 1.0, 0.8875, 0.775, 0.6625, 0.55, 0.4375, 0.325, 0.2125, 0.1]),
+    ("cosine", 0.0, [0.0, 0.5, 1.0, None, None, None, None, None, None, None, 0.0]),
+  ],
+)
+def test_learning_rate_schedules_warm_up_then_decay_to_the_final_share(schedule, final, expected):
+  section = _section(learning_rate=1.0, steps=10, warmup_steps=2, schedule=schedule)
+  section.final_lr_scale = final
+  lr = loop.learning_rate(section)
+  got = [float(lr(step)) for step in range(11)]
+  for step, want in enumerate(expected):
+    if want is not None:
+      assert got[step] == pytest.approx(want, abs=1e-6), (schedule, step)
+  assert all(a >= b for a, b in zip(got[2:], got[3:], strict=False))  # No rise after warm-up.
+  assert got[6] == pytest.approx({"constant": 1.0, "linear": 0.55, "cosine": 0.5}[schedule], 1e-5)
+
+
+def test_a_constant_rate_without_warm_up_is_a_plain_number():
+  assert loop.learning_rate(_section(learning_rate=0.3, warmup_steps=0)) == 0.3
+  assert loop.learning_rate(_section(learning_rate=0.3), peak=0.7) == 0.7

@@ -82,7 +82,7 @@ def test_stage1_step_is_the_same_on_every_mesh():
   cfg.features, cfg.hidden, cfg.latent_dim, cfg.steps, cfg.warmup_steps = (4,), 16, 4, 10, 1
   images = np.random.default_rng(0).random((16, 8, 8, 1), np.float32)
   model = stage1.make_model(cfg, images.shape[1:])
-  tx = stage1.make_optimizer(cfg)
+  tx = loop.make_optimizer(cfg)
   params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))["params"]
   init = parallel.to_host(loop.TrainState.create(params, tx.init(params)))
   results = {}

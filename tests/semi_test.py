@@ -13,7 +13,7 @@ import pytest
 from experiments.configs import mnist5k_classcond, mnist5k_superres
 from experiments.configs import test as test_config
 from lsdm_jax import config as config_lib
-from lsdm_jax import semi
+from lsdm_jax import semi, train
 from lsdm_jax.errors import ConfigError, DataError
 
 
@@ -120,7 +120,7 @@ def test_bad_semi_fields_are_config_errors(field, value):
   c = config_lib.base_config()
   c.semi[field] = value
   with pytest.raises(ConfigError, match=f"semi.{field}"):
-    config_lib.validate(c)
+    train.check_config(c)
 
 
 def test_projection_makes_outputs_pool_to_the_input():
@@ -147,14 +147,14 @@ def test_degradation_options_need_superres(field):
   section, name = field.split(".")
   c[section][name] = 10.0 if name == "consistency_weight" else 0.5
   with pytest.raises(ConfigError, match="superres"):
-    config_lib.validate(c)
+    train.check_config(c)
 
 
 def test_semi_without_unpaired_is_a_config_error():
   c = config_lib.base_config()
   c.semi.enabled, c.data.n_unpaired = True, 0
   with pytest.raises(ConfigError, match="data.n_unpaired"):
-    config_lib.validate(c)
+    train.check_config(c)
 
 
 def test_named_variants():
@@ -195,7 +195,6 @@ def _tiny(task: str) -> ml_collections.ConfigDict:
 
 @pytest.mark.slow  # 25 s; the labellers and pseudo pairs are tested above.
 def test_semi_classcond_run_trains_on_pseudo_pairs_and_logs_the_labeller(tmp_path):
-  from lsdm_jax import train
 
   c = _tiny("classcond")
   results = train.train_and_evaluate(c, tmp_path)
@@ -212,7 +211,6 @@ def test_semi_classcond_run_trains_on_pseudo_pairs_and_logs_the_labeller(tmp_pat
 
 @pytest.mark.slow  # The classcond run above covers the semi mode's pipeline by default.
 def test_semi_superres_uses_exact_conditions(tmp_path):
-  from lsdm_jax import train
 
   c = _tiny("superres")
   c.stage2.consistency_weight = 100.0

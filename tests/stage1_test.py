@@ -1,12 +1,14 @@
 """Tests of lsdm_jax.stage1."""
 
+import functools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lsdm_jax import config as config_lib
 from lsdm_jax import loop, parallel, stage1
+from lsdm_jax.errors import ConfigError
 
 
 def _cfg(regularizer="kl", loss="bce"):
@@ -29,12 +31,8 @@ def test_train_step_lowers_the_loss_on_a_sharded_batch(mnist5k, regularizer, los
   cfg = _cfg(regularizer, loss)
   mesh = parallel.make_mesh(8, 1)
   model = stage1.make_model(cfg, (28, 28, 1))
-  tx = stage1.make_optimizer(cfg)
-
-  def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    return loop.TrainState.create(params, tx.init(params))
-
+  tx = loop.make_optimizer(cfg)
+  init = functools.partial(stage1.init_state, model, tx, jax.random.key(0), (28, 28, 1))
   state, shardings = parallel.create_sharded(init, mesh)
   step = stage1.make_train_step(model, tx, cfg, mesh, shardings, jax.random.key(1))
   images = parallel.global_batch(mesh, mnist5k.train_images[:32].astype(np.float32) / 255.0)
@@ -48,10 +46,17 @@ def test_train_step_lowers_the_loss_on_a_sharded_batch(mnist5k, regularizer, los
   assert state.params["encoder"]["z"]["kernel"].sharding.is_fully_replicated
 
 
-def test_batch_indices_are_a_pure_function_of_seed_and_step():
-  a = stage1.batch_indices(10, 4, seed=1, step=3)
-  assert np.array_equal(a, stage1.batch_indices(10, 4, seed=1, step=3))
-  # Consecutive steps walk through epochs: every row once per epoch.
-  rows = np.concatenate([stage1.batch_indices(10, 5, seed=1, step=s) for s in range(2)])
-  assert sorted(rows.tolist()) == list(range(10))
-  assert not np.array_equal(a, stage1.batch_indices(10, 4, seed=2, step=3))
+def test_check_config_names_the_field_and_the_fix():
+  c = config_lib.base_config()
+  stage1.check_config(c)  # The defaults pass.
+  for field, value, message in [
+    ("arch", "vit", r"stage1.arch='vit' is not one of \('conv', 'resnet'\)"),
+    ("schedule", "step", r"stage1.schedule='step' is not one of"),
+    ("disc_weight", 0.5, r"stage1.disc_weight > 0 needs stage1.arch='resnet'"),
+    ("log_every", 0, r"stage1.log_every=0 must be a positive integer"),
+    ("batch_size", 12, r"stage1.batch_size=12"),
+  ]:
+    bad = config_lib.base_config()
+    bad.stage1[field] = value
+    with pytest.raises(ConfigError, match=message):
+      stage1.check_config(bad)

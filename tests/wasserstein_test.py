@@ -105,3 +105,45 @@ def test_condition_features_and_joint_points():
   np.testing.assert_allclose(jnp.linalg.norm(img, axis=-1), 1.0, rtol=1e-6)
   pts = wasserstein.joint_points(phi, jnp.zeros((2, 5)), 10.0)
   assert pts.shape == (2, 8) and float(pts.max()) == 10.0
+
+
+# --------------------------------------------------------------------------- joint W1
+
+
+@pytest.fixture
+def cloud():
+  """300 points of 3 classes whose features are centred at the class index."""
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 300)
+  feats = labels[:, None] * 1.0 + 0.3 * rng.normal(size=(300, 4))
+  return labels.astype(np.int32), feats.astype(np.float32)
+
+
+def test_joint_w1_is_zero_on_equal_clouds_and_nonnegative(cloud):
+  labels, feats = cloud
+  w1 = lambda la, fa, lb, fb: wasserstein.joint_w1(la, fa, lb, fb, num_classes=3, epsilon=0.05)  # noqa: E731
+  assert w1(labels, feats, labels, feats) == pytest.approx(0.0, abs=1e-4)
+  rng = np.random.default_rng(1)
+  other = feats + 0.3 * rng.normal(size=feats.shape).astype(np.float32)
+  assert w1(labels, feats, labels, other) >= 0.0
+
+
+def test_joint_w1_grows_when_labels_are_permuted(cloud):
+  labels, feats = cloud
+  half = len(labels) // 2
+  w1 = (
+    lambda lb: wasserstein.joint_w1(  # noqa: E731
+      labels[:half], feats[:half], lb, feats[half:], num_classes=3, epsilon=0.05
+    )
+  )
+  permuted = np.random.default_rng(2).permutation(labels[half:])
+  assert w1(permuted) > 2 * w1(labels[half:])
+
+
+def test_joint_w1_on_dense_costs_matches_point_clouds(cloud):
+  labels, feats = cloud
+  shifted = feats + 0.5
+  kw = {"num_classes": 3, "epsilon": 0.05}
+  points = wasserstein.joint_w1(labels, feats, labels, shifted, **kw)
+  dense = wasserstein.joint_w1(labels, feats, labels, shifted, dense_above=0, **kw)
+  assert dense == pytest.approx(points, rel=1e-3)

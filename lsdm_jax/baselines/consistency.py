@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from lsdm_jax import loop
 from lsdm_jax.baselines import latent_diffusion as ld
@@ -31,11 +30,13 @@ from lsdm_jax.errors import ConfigError
 Params = Any
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam, constant after a linear warm-up (at most half the run), after clipping."""
-  warmup = min(config.warmup_steps, config.steps // 2)
-  schedule = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
-  return loop.make_optimizer(schedule, clip_norm=config.grad_clip)
+def check_config(section) -> None:
+  """The `consistency` section's own rule: re-noising stays inside the teacher's range."""
+  lo, hi = ld.LOGSNR_MIN, ld.LOGSNR_MAX
+  if not lo < section.restart_logsnr < hi:
+    raise ConfigError(
+      f"consistency.restart_logsnr={section.restart_logsnr!r} must be in ({lo}, {hi})"
+    )
 
 
 def clean_estimate(model: ld.Denoiser, params, z_t, logsnr, x) -> jax.Array:
@@ -61,7 +62,7 @@ def _teacher_step(model, params, z_t, logsnr_t, logsnr_s, x) -> jax.Array:
 def train_call(state, data, teacher, key, *, model, config, num_steps: int):
   """`num_steps` distillation steps in one `lax.scan`, step k's randomness from
   fold_in(key, k); params {'model' (the student), 'target', 'ema'}; mean `loss`."""
-  tx = make_optimizer(config)
+  tx = loop.make_optimizer(config)
   grid = jnp.asarray(ld.sampling_grid(config.grid_steps))
   x_all, z_all = data
 
@@ -127,13 +128,13 @@ class ConsistencyModel:
   ) -> tuple[ConsistencyModel, dict[str, np.ndarray]]:
     """Distils `teacher` on the pairs (x, z) it was trained on; `config`: the `consistency`
     section (None: defaults). Returns (the model, `loop.train_in_memory`'s history)."""
-    config = paired_data.settings("consistency", config)
+    config = paired_data.settings("consistency", config, check_config)
     model = teacher.model
     x = jnp.asarray(x)
     z = jnp.asarray(z, jnp.float32)
     params = jax.tree.map(jnp.copy, teacher.params)
     copies = {"target": jax.tree.map(jnp.copy, params), "ema": jax.tree.map(jnp.copy, params)}
-    opt_state = make_optimizer(config).init(params)
+    opt_state = loop.make_optimizer(config).init(params)
     state = loop.TrainState.create({"model": params, **copies}, opt_state)
     key, kw = jax.random.key(seed), {"model": model, "config": config}
     call = lambda s, n: train_call(s, (x, z), teacher.params, key, num_steps=n, **kw)  # noqa: E731

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from lsdm_jax import loop
 from lsdm_jax.baselines import paired_data
-from lsdm_jax.sampling import noise_per_row
+from lsdm_jax.models.generator import noise_per_row
 
 Params = dict
 
@@ -75,18 +75,13 @@ def make_model(
   return CVAE(tuple(image_shape), num_classes, config.latent_dim, config.embed_features, *widths)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam at a constant rate, after clipping."""
-  return loop.make_optimizer(config.learning_rate, clip_norm=config.grad_clip)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "config"))
 def init_state(model: CVAE, config, y_example: jax.Array, key: jax.Array) -> loop.TrainState:
   """The initial state; y_example: one image (1, H, W, C) (only its shape is used)."""
   k_init, k_noise = jax.random.split(key)
   params = model.init(k_init, jnp.zeros_like(y_example), jnp.zeros((1,), jnp.int32), k_noise)
   params = params["params"]
-  return loop.TrainState.create(params, make_optimizer(config).init(params))
+  return loop.TrainState.create(params, loop.make_optimizer(config).init(params))
 
 
 def loss_fn(
@@ -108,7 +103,7 @@ def train_call(state, data, key, *, model: CVAE, config, num_steps: int, shardin
   """`num_steps` steps in one `lax.scan`, step k's batch and noise from fold_in(key, k);
   the means of 'loss', 'reconstruction', 'kl'."""
   x_all, y_all = data
-  tx = make_optimizer(config)
+  tx = loop.make_optimizer(config)
 
   def body(s: loop.TrainState, _):
     k_batch, k_noise = jax.random.split(jax.random.fold_in(key, s.step))

@@ -30,13 +30,19 @@ from lsdm_jax.baselines import paired_data
 from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.models.conditioning import ConditionEncoder
 
-LOGSNR_MIN, LOGSNR_MAX = config_lib.LOGSNR_RANGE
+LOGSNR_MIN, LOGSNR_MAX = -15.0, 15.0  # The schedule's log-SNR at t = 1 and t = 0.
+PREDICTIONS = ("v", "eps")
 
 # The schedule's tan(a t + b) runs from tan(_T_MIN) at t = 0 to tan(_T_MAX) at t = 1.
 _T_MIN = math.atan(math.exp(-0.5 * LOGSNR_MAX))
 _T_MAX = math.atan(math.exp(-0.5 * LOGSNR_MIN))
 
 Params = Any
+
+
+def check_config(section) -> None:
+  """The `latent_diffusion` section's own rule: the network's target."""
+  config_lib.check_choice(section.prediction, PREDICTIONS, "latent_diffusion.prediction")
 
 
 def logsnr_schedule(t: jax.Array) -> jax.Array:
@@ -111,14 +117,6 @@ def make_denoiser(
   return Denoiser(latent_dim, cond_kind, num_classes, **{k: config[k] for k in fields})
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam: linear warm-up (at most half the run), cosine decay to lr / 10, clipping."""
-  warmup = min(config.warmup_steps, config.steps // 2)
-  lr = config.learning_rate
-  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(config.steps, 1), lr / 10)
-  return loop.make_optimizer(schedule, clip_norm=config.grad_clip)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "config"))
 def init_state(model: Denoiser, config, x: jax.Array, key: jax.Array) -> loop.TrainState:
   """State with params {'model', 'ema'}; x: example conditions (shape and dtype only)."""
@@ -126,7 +124,9 @@ def init_state(model: Denoiser, config, x: jax.Array, key: jax.Array) -> loop.Tr
   params = model.init(key, z, jnp.zeros((x.shape[0],), jnp.float32), x)["params"]
   # A copy: the donated state cannot hold one buffer twice.
   ema = jax.tree.map(jnp.copy, params)
-  return loop.TrainState.create({"model": params, "ema": ema}, make_optimizer(config).init(params))
+  return loop.TrainState.create(
+    {"model": params, "ema": ema}, loop.make_optimizer(config).init(params)
+  )
 
 
 def loss_fn(params: Params, model: Denoiser, x: jax.Array, z: jax.Array, key: jax.Array):
@@ -150,7 +150,7 @@ def train_call(state, data, key, *, model: Denoiser, config, num_steps: int, sha
   """`num_steps` steps in one `lax.scan` on data = (x (N, ...), z (N, d)); step k's batch
   comes from fold_in(fold_in(key, 1), k), its noise from fold_in(fold_in(key, 2), k).
   Returns the state and the mean `loss` and `grad_norm`."""
-  tx = make_optimizer(config)
+  tx = loop.make_optimizer(config)
   x_all, z_all = data
   batch_key, noise_key = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
 
@@ -249,7 +249,7 @@ class LatentDiffusion:
     """Trains the denoiser on conditions x ((N,) int32 labels or (N, h, w, c) images in
     [0, 1]) and standardised latents z (N, d); `config`: the `latent_diffusion` section
     (None: defaults); seed, mesh: see `paired_data.train_pairs`. Returns (model, history)."""
-    config = paired_data.settings("latent_diffusion", config)
+    config = paired_data.settings("latent_diffusion", config, check_config)
     x = np.asarray(x)
     z = np.asarray(z, np.float32)
     _check_data(x, z, cond_kind, num_classes)

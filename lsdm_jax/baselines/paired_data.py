@@ -21,12 +21,21 @@ from lsdm_jax.errors import DataError
 
 
 def settings(
-  name: str, section: ml_collections.ConfigDict | None
+  name: str,
+  section: ml_collections.ConfigDict | None,
+  check: Callable[[ml_collections.ConfigDict], None] | None = None,
 ) -> ml_collections.FrozenConfigDict:
   """Baseline section `name` (None: the defaults), checked and frozen (hashable, so a static
-  argument of the jitted steps)."""
+  argument of the jitted steps).
+
+  The checks: the schema's types and ranges (`config.check_section`), the optimiser's
+  schedule, and the baseline's own rules (`check`, e.g. `latent_diffusion.check_config`).
+  """
   section = config_lib.base_config()[name] if section is None else section
   config_lib.check_section(name, section)
+  loop.check_optimizer(section, name)
+  if check is not None:
+    check(section)
   return ml_collections.FrozenConfigDict(section)
 
 

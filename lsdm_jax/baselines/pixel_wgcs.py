@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from lsdm_jax import loop, wasserstein
 from lsdm_jax.baselines import paired_data
-from lsdm_jax.sampling import noise_per_row
+from lsdm_jax.models.generator import noise_per_row
 
 
 class PixelGenerator(nn.Module):
@@ -86,10 +86,8 @@ def make_models(
 
 
 def _optimizers(config):
-  """(generator's, critic's): Adam with the WGAN-GP moments, after gradient clipping."""
-  kw = {"clip_norm": config.grad_clip, "b1": config.b1, "b2": config.b2}
-  gen_tx = loop.make_optimizer(config.learning_rate, **kw)
-  return gen_tx, loop.make_optimizer(config.critic_learning_rate, **kw)
+  """(generator's, critic's): the section's optimiser at each network's learning rate."""
+  return loop.make_optimizer(config), loop.make_optimizer(config, config.critic_learning_rate)
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "critic", "config"))

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from lsdm_jax import loop
 from lsdm_jax.baselines import paired_data
 from lsdm_jax.errors import DataError
+from lsdm_jax.metrics.scores import evaluate_superres
 
 
 def bicubic(inputs, factor: int) -> np.ndarray:
@@ -68,7 +68,7 @@ class TrainedRegressor:
 @functools.partial(jax.jit, static_argnames=("module", "config"), donate_argnums=0)
 def _train_step(state, data, key, *, module, config):
   """One Adam step of the mean squared error, its batch drawn from fold_in(key, step)."""
-  tx = _optimizer(config)
+  tx = loop.make_optimizer(config)
   x, y = paired_data.sample_batch(jax.random.fold_in(key, state.step), *data, (config.batch_size,))
 
   def loss_fn(p):
@@ -77,13 +77,6 @@ def _train_step(state, data, key, *, module, config):
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   params, opt_state = loop.apply_gradients(tx, grads, state.opt_state, state.params)
   return loop.guarded_update(state, loop.all_finite(loss, grads), params, opt_state), {"mse": loss}
-
-
-def _optimizer(config) -> optax.GradientTransformation:
-  """Adam with cosine decay to 0 over the run, no clipping."""
-  return loop.make_optimizer(
-    optax.cosine_decay_schedule(config.learning_rate, config.steps), clip_norm=None
-  )
 
 
 def train_regressor(
@@ -101,7 +94,7 @@ def train_regressor(
   module = Regressor(factor, tuple(config.features))
   k_init, k_data = jax.random.split(jax.random.key(seed))
   params = module.init(k_init, jnp.zeros((1, *x.shape[1:])))["params"]
-  state = loop.TrainState.create(params, _optimizer(config).init(params))
+  state = loop.TrainState.create(params, loop.make_optimizer(config).init(params))
   data = (jnp.asarray(x), jnp.asarray(y))
 
   def call(state, n):  # One jitted step at a time; metrics of the call's last step.
@@ -129,8 +122,6 @@ def evaluate_baselines(
   """Trains the regressor on the pairs and scores both baselines on the test pairs:
   {'bicubic': metrics, 'regression': metrics + 'train_seconds'}, from `evaluate_superres`
   (`net` None: pixel metrics only); `config`: the `superres_regressor` section."""
-  from lsdm_jax.metrics.evaluate import evaluate_superres
-
   results = {}
   out = bicubic(test_inputs, factor)
   results["bicubic"] = evaluate_superres(out, test_inputs, test_targets, factor, net)

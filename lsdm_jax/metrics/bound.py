@@ -39,13 +39,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ott.geometry import geometry
-from ott.tools import sinkhorn_divergence as sd
 
 from lsdm_jax import wasserstein
 from lsdm_jax.data.sources import Dataset, to_float
 from lsdm_jax.errors import DataError
+from lsdm_jax.metrics.scores import reference_rows
 from lsdm_jax.models.autoencoder import Autoencoder
+from lsdm_jax.models.generator import noise_per_row
 
 DEFAULT_EPSILON = 0.05
 DEFAULT_MAX_POINTS = 1000
@@ -175,92 +175,13 @@ def lipschitz_decoder(
 # --------------------------------------------------------------------------- latent W1
 
 
-@functools.partial(jax.jit, static_argnames=("epsilon", "max_iterations"))
-def _sinkhorn(a: jax.Array, b: jax.Array, epsilon: float, max_iterations: int) -> jax.Array:
-  return wasserstein.sinkhorn_divergence(a, b, epsilon=epsilon, max_iterations=max_iterations)
-
-
-def euclidean_cost(a: jax.Array, b: jax.Array, rows_per_step: int = 16) -> jax.Array:
-  """(n, D), (m, D) → (n, m) Euclidean distances, exact, in row blocks.
-
-  OTT's point clouds evaluate a non-squared cost pair by pair over an (n, m, D) array,
-  which for image-sized D is gigabytes; the ‖a‖² + ‖b‖² − 2 a·b form loses the small
-  distances to round-off in float32. A block of rows at a time is exact and small.
-  """
-  return jax.lax.map(
-    lambda row: jnp.sqrt(jnp.sum(jnp.square(row[None] - b), axis=-1)), a, batch_size=rows_per_step
-  )
-
-
-@functools.partial(jax.jit, static_argnames=("epsilon", "max_iterations"))
-def _sinkhorn_dense(a: jax.Array, b: jax.Array, epsilon: float, max_iterations: int) -> jax.Array:
-  """The same divergence as `wasserstein.sinkhorn_divergence`, from dense cost matrices."""
-  costs = (euclidean_cost(a, b), euclidean_cost(a, a), euclidean_cost(b, b))
-  div, _ = sd.sinkhorn_divergence(
-    geometry.Geometry,
-    *costs,
-    epsilon=epsilon,
-    solve_kwargs={"max_iterations": max_iterations, "threshold": 1e-3},
-  )
-  return div
-
-
-def latent_w1(
-  x_a: np.ndarray | jax.Array,
-  z_a: np.ndarray | jax.Array,
-  x_b: np.ndarray | jax.Array,
-  z_b: np.ndarray | jax.Array,
-  *,
-  num_classes: int,
-  cond_scale: float,
-  cond_kind: str = "label",
-  epsilon: float = DEFAULT_EPSILON,
-  max_iterations: int = SINKHORN_ITERATIONS,
-) -> float:
-  """W1 between the joint clouds (x_a, z_a) and (x_b, z_b), by Sinkhorn divergence.
-
-  Points are `wasserstein.joint_points(cond_scale · φ(x), z)` (φ: one-hot labels, or
-  low-resolution images as in stage 2), compared with the Euclidean cost.
-
-  Args:
-    x_a: (N,) int labels or (N, h, w, c) conditions of the first cloud.
-    z_a: (N, d) its latents (or any features, e.g. flattened pixels).
-    x_b: (M, ...) conditions of the second cloud.
-    z_b: (M, d) its latents.
-    num_classes: K for the one-hot labels.
-    cond_scale: weight of φ(x) against z (a label change costs √2 · cond_scale).
-    cond_kind: 'label' or 'image'.
-    epsilon: entropic regularisation, absolute, in the units of z.
-    max_iterations: Sinkhorn iterations (at most; it stops at a 1e-3 marginal error).
-
-  Returns:
-    The divergence (≈ W1 for small ε; 0 for equal clouds), as a Python float.
-  """
-
-  def points(x, z):
-    x = jnp.asarray(x)
-    phi = wasserstein.condition_features(x, cond_kind, num_classes)
-    return wasserstein.joint_points(
-      phi, jnp.asarray(z, jnp.float32).reshape(len(z), -1), cond_scale
-    )
-
-  a, b = points(x_a, z_a), points(x_b, z_b)
-  # Point clouds for latent-sized points (stage 2's own estimator), dense costs for images.
-  fn = _sinkhorn if a.shape[1] <= POINT_CLOUD_MAX_DIM else _sinkhorn_dense
-  # OTT relies on implicit rank promotion internally; allow it even where CI raises on it.
-  with jax.numpy_rank_promotion("allow"):
-    return float(fn(a, b, float(epsilon), int(max_iterations)))
-
-
 # --------------------------------------------------------------------------- all terms
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "noise_dim"))
 def _generate_latents(generator, gen_params, x, key, noise_dim):
   """G(η, x) with η for row i from fold_in(key, i), as `sampling.make_generate_fn` draws it."""
-  rows = jnp.arange(x.shape[0])
-  eta = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (noise_dim,)))(rows)
-  return generator.apply({"params": gen_params}, eta, x)
+  return generator.apply({"params": gen_params}, noise_per_row(key, x.shape[0], noise_dim), x)
 
 
 @functools.partial(jax.jit, static_argnames=("autoencoder",))
@@ -268,24 +189,6 @@ def _decode_standardised(autoencoder, decoder_params, z, mean, std):
   return autoencoder.apply(
     {"params": {"decoder": decoder_params}}, mean[None] + std[None] * z, method="decode"
   )
-
-
-def _reference_rows(
-  rng: np.random.Generator,
-  n_train: int,
-  n: int,
-  test_labels: np.ndarray | None = None,
-  train_labels: np.ndarray | None = None,
-) -> np.ndarray:
-  """n train rows; given labels, exactly as many of each class as `test_labels` holds
-  (else moving mass across classes, not the latents, would dominate the joint W1)."""
-  if test_labels is None or train_labels is None:
-    return rng.choice(n_train, n, replace=n > n_train)
-  rows = []
-  for k, count in zip(*np.unique(test_labels, return_counts=True), strict=True):
-    candidates = np.flatnonzero(train_labels == k)
-    rows.append(rng.choice(candidates, count, replace=count > len(candidates)))
-  return np.concatenate(rows)
 
 
 def bound_terms(
@@ -357,19 +260,23 @@ def bound_terms(
   )
   generated = np.asarray(_decode_standardised(lsdm.autoencoder, decoder_params, z_gen, mean, std))
 
+  # Joint clouds (x, z) or (x, y): point clouds for latent-sized points, as stage 2's own
+  # estimator, dense cost matrices for images.
   w1 = functools.partial(
-    latent_w1,
+    wasserstein.joint_w1,
     num_classes=task.num_classes,
     cond_scale=cond_scale,
     cond_kind=task.cond_kind,
     epsilon=epsilon,
+    max_iterations=SINKHORN_ITERATIONS,
+    dense_above=POINT_CLOUD_MAX_DIM,
   )
   out = {"num_points": float(len(rows))}
   out["reconstruction"] = reconstruction_error(images, recon)
   out["reconstruction_w1"] = w1(x, images, x, recon)
   out["latent_w1"] = w1(x, z_real, x, z_gen)
   by_class = task.cond_kind == "label"
-  ref_rows = _reference_rows(
+  ref_rows = reference_rows(
     rng,
     len(dataset.train_images),
     len(rows),

@@ -13,8 +13,10 @@ from lsdm_jax.errors import DataError
 DEFAULT_MAX_PER_CLASS = 2000
 
 
-def _mean_pairwise_distance(feats: np.ndarray, block: int = 512) -> float:
-  """Mean Euclidean distance over all unordered pairs i != j of (n, D) features, n >= 2."""
+def mean_pairwise_distance(feats: np.ndarray, block: int = 512) -> float:
+  """Mean Euclidean distance over all unordered pairs i != j of (n, D) features, n >= 2,
+  computed in float64, `block` rows at a time."""
+  feats = np.asarray(feats, np.float64)
   n = feats.shape[0]
   sq = (feats * feats).sum(axis=1)
   total = 0.0
@@ -56,7 +58,7 @@ def per_class_diversity(
       continue
     if len(rows) > max_per_class:
       rows = rng.choice(rows, max_per_class, replace=False)
-    out[int(c)] = _mean_pairwise_distance(feats[rows])
+    out[int(c)] = mean_pairwise_distance(feats[rows])
   return out
 
 

@@ -111,14 +111,6 @@ def ssim(
   return jnp.mean(luminance * structure, axis=(1, 2, 3))
 
 
-def avg_pool(images: jax.Array, factor: int) -> jax.Array:
-  """(N, H, W, C) → (N, H/f, W/f, C) block means, as `lsdm_jax.data.tasks.avg_pool`."""
-  n, h, w, c = images.shape
-  if h % factor or w % factor:
-    raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
-  return block_mean(jnp.asarray(images, jnp.float32), factor)
-
-
 def consistency(
   outputs: jax.Array, inputs: jax.Array, factor: int, max_val: float = 1.0
 ) -> jax.Array:
@@ -135,4 +127,4 @@ def consistency(
   Returns:
     (N,) float32 PSNR in dB.
   """
-  return psnr(avg_pool(outputs, factor), inputs, max_val)
+  return psnr(block_mean(jnp.asarray(outputs, jnp.float32), factor), inputs, max_val)

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from lsdm_jax.config import DECODERS
 from lsdm_jax.errors import ConfigError
+
+DECODERS = ("mlp", "conv")
 
 
 def depth_to_space(x: jax.Array, block: int) -> jax.Array:

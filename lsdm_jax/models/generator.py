@@ -6,8 +6,15 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from lsdm_jax.models.conditioning import ConditionedInput
+
+
+def noise_per_row(key: jax.Array, rows: int, dim: int) -> jax.Array:
+  """(rows, dim) standard normal, row i from fold_in(key, i): a sample depends on its key
+  and row only, not on how many rows are generated together."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(jnp.arange(rows))
 
 
 class Generator(nn.Module):

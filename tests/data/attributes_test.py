@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lsdm_jax import config as config_lib
-from lsdm_jax.data import sources
+from lsdm_jax.data import pipeline, sources
 from lsdm_jax.errors import ConfigError, DataError
 
 NAMES = ("Smiling", "Male", "Eyeglasses")  # Not in TFDS's (alphabetical) order.
@@ -85,12 +85,12 @@ def test_attribute_settings_are_checked():
   c = config_lib.base_config()
   c.data.attributes = ("Male",)
   with pytest.raises(ConfigError, match="'mnist5k' has no binary attributes"):
-    config_lib.validate(c)
+    pipeline.check_config(c)
   c.data.source = "tfds:celeb_a"
-  config_lib.validate(c)
+  pipeline.check_config(c)
   c.data.attributes = ("Male", "Young", "Male")
   with pytest.raises(ConfigError, match="names \\['Male'\\] more than once"):
-    config_lib.validate(c)
+    pipeline.check_config(c)
   c.data.attributes = ("Male", "")
   with pytest.raises(ConfigError, match="must be attribute names"):
-    config_lib.validate(c)
+    pipeline.check_config(c)

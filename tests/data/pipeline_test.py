@@ -1,4 +1,5 @@
-"""Tests of lsdm_jax.data.pipeline: TFDS images decoded on access, stage 1's grain batches.
+"""Tests of lsdm_jax.data.pipeline and .images: TFDS images decoded on access, stage 1's
+grain batches.
 
 TFDS mock data (`tfds.testing.mock_data`) stands in for prepared array_record files; a
 mock record's pixels are a function of its index alone, so a split read whole and the
@@ -14,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from lsdm_jax import config as config_lib
 from lsdm_jax import parallel, stage1
+from lsdm_jax.data import images as images_lib
 from lsdm_jax.data import pipeline, sources
 from lsdm_jax.errors import ConfigError
 
@@ -51,7 +53,7 @@ def test_a_streamed_split_looks_like_the_one_read_whole(pair):
     (lazy.train_images, memory.train_images),
     (lazy.test_images, memory.test_images),
   ):
-    assert isinstance(images, pipeline.LazyImages)
+    assert isinstance(images, images_lib.LazyImages)
     assert images.shape == array.shape and len(images) == len(array) == N
     assert images.dtype == array.dtype == np.uint8 and images.ndim == 4
   assert lazy.image_shape == memory.image_shape
@@ -95,13 +97,15 @@ def test_every_index_gives_the_values_read_whole(pair):
 def test_views_read_only_the_rows_they_hold(pair):
   memory, lazy = pair
   rows = np.array([11, 3, 3, 18, 0, 7])
-  view = pipeline.take(lazy.train_images, rows)
-  assert isinstance(view, pipeline.LazyImages) and view.shape == (6, *memory.image_shape)
+  view = images_lib.take(lazy.train_images, rows)
+  assert isinstance(view, images_lib.LazyImages) and view.shape == (6, *memory.image_shape)
   np.testing.assert_array_equal(view.rows, rows)
   np.testing.assert_array_equal(view[np.array([5, 0, 2])], memory.train_images[rows[[5, 0, 2]]])
   inner = view.take(slice(1, None, 2))  # A view of a view.
   np.testing.assert_array_equal(np.asarray(inner), memory.train_images[rows[1::2]])
-  np.testing.assert_array_equal(pipeline.take(memory.train_images, rows), memory.train_images[rows])
+  np.testing.assert_array_equal(
+    images_lib.take(memory.train_images, rows), memory.train_images[rows]
+  )
   with pytest.raises(IndexError):
     view.take(2)
   with pytest.raises(IndexError, match="out of bounds"):
@@ -110,36 +114,37 @@ def test_views_read_only_the_rows_they_hold(pair):
     view[np.array([0, 6])]
 
 
-def test_resize_calls_have_the_shapes_of_the_split_read_whole():
-  for n in (1, 20, 511, 1024, 1030, 2600):
-    want = np.empty(n, np.int64)
-    for start in range(0, n, sources.READ_CHUNK):  # As sources._tfds_split reads...
-      read = min(sources.READ_CHUNK, n - start)
-      for i in range(0, read, sources.RESIZE_CHUNK):  # ... and _crop_resize resizes.
-        size = min(sources.RESIZE_CHUNK, read - i)
-        want[start + i : start + i + size] = size
-    np.testing.assert_array_equal(pipeline.resize_call_sizes(np.arange(n), n), want)
-
-
-def test_images_in_small_calls_are_resized_as_when_read_whole():
-  # XLA on CPU resizes small single-channel images otherwise in a call of one or two than
-  # in a call of many: resized alone, about one in eight of these (rows 4, 8, 16, 38...)
-  # would differ in some pixel. Rows 1024.. are a last read of 6, resized together.
+def test_images_read_alone_are_resized_as_when_read_whole():
+  # Each image is resized on its own, so a row read alone, in any company, or whole across
+  # read chunks (rows 1024.. are a second read), has the same pixels.
   rng = np.random.default_rng(0)
-  source = [{"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)} for _ in range(1030)]
+  source = [{"image": rng.integers(0, 256, (28, 30, 1), dtype=np.uint8)} for _ in range(1030)]
   whole, _, _ = sources._tfds_split("fake", source, 20)
-  lazy = pipeline.LazyImages(source, 20)
+  lazy = images_lib.LazyImages(source, 20)
   for row in (0, 4, 8, 16, 38, 511, 512, 1023, 1024, 1029):
     np.testing.assert_array_equal(lazy[row], whole[row], err_msg=f"row {row}")
   rows = np.array([1029, 4, 700, 1025, 16, 4])
   np.testing.assert_array_equal(lazy[rows], whole[rows])
 
 
+def test_crop_resize_is_jax_s_antialiased_linear_resize_of_the_centre_square():
+  rng = np.random.default_rng(1)
+  for shape, size in [((40, 30, 3), 16), ((30, 40, 1), 64), ((32, 32, 3), 32)]:
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    top, left, s = images_lib.centre_square(*shape[:2])
+    square = image[top : top + s, left : left + s].astype(np.float32)
+    want = jax.image.resize(square, (size, size, shape[2]), "linear")
+    got = images_lib.crop_resize(image, size)
+    assert got.dtype == np.uint8 and got.shape == (size, size, shape[2])
+    # Equal up to float rounding, which may move a pixel that lands on .5 by one level.
+    assert np.abs(got.astype(int) - np.rint(np.asarray(want)).astype(int)).max() <= 1
+
+
 def _batches(images, batch_size, seed, steps, rows=slice(None)):
   """The in-memory path: stage1.train's batch_fn without the device transfer."""
   n = len(images)
   return [
-    sources.to_float(images[stage1.batch_indices(n, batch_size, seed, s)[rows]]) for s in steps
+    sources.to_float(images[pipeline.batch_indices(n, batch_size, seed, s)[rows]]) for s in steps
   ]
 
 
@@ -227,7 +232,7 @@ def test_stage1_trains_the_same_params_streaming(cifar, tmp_path):
   _, want, history = stage1.train(
     _tiny_config(False), memory.train_images[rows], mesh, tmp_path / "a"
   )
-  view = pipeline.take(lazy.train_images, rows)
+  view = images_lib.take(lazy.train_images, rows)
   _, got, streamed = stage1.train(_tiny_config(True), view, mesh, tmp_path / "b")
   assert [h["loss"] for h in streamed] == [h["loss"] for h in history]
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
@@ -290,21 +295,30 @@ def test_the_label_pass_leaves_the_images_encoded(tmp_path):
 
 def test_streaming_settings_are_checked():
   c = config_lib.base_config()
-  config_lib.validate(c)  # The defaults pass.
+  pipeline.check_config(c)  # The defaults pass.
   c.data.streaming = True
   with pytest.raises(ConfigError, match="data.streaming reads TFDS sources"):
-    config_lib.validate(c)
+    pipeline.check_config(c)
   c.data.source = "tfds:cifar10"
-  config_lib.validate(c)
+  pipeline.check_config(c)
   c.data.workers = -1
   with pytest.raises(ConfigError, match="data.workers=-1"):
-    config_lib.validate(c)
+    pipeline.check_config(c)
   c.data.workers, c.data.streaming = 2, False
   with pytest.raises(ConfigError, match="set data.streaming=True"):
-    config_lib.validate(c)
+    pipeline.check_config(c)
 
 
 def test_streaming_a_source_that_is_not_tfds_is_refused():
   with pytest.raises(ConfigError, match="data.streaming reads TFDS sources lazily") as e:
     sources.load_source("mnist5k", streaming=True)
   assert "\n" not in str(e.value)
+
+
+def test_batch_indices_are_a_pure_function_of_seed_and_step():
+  a = pipeline.batch_indices(10, 4, seed=1, step=3)
+  assert np.array_equal(a, pipeline.batch_indices(10, 4, seed=1, step=3))
+  # Consecutive steps walk through epochs: every row once per epoch.
+  rows = np.concatenate([pipeline.batch_indices(10, 5, seed=1, step=s) for s in range(2)])
+  assert sorted(rows.tolist()) == list(range(10))
+  assert not np.array_equal(a, pipeline.batch_indices(10, 4, seed=2, step=3))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from lsdm_jax.data import sources
+from lsdm_jax.data import images, sources
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_celeb_a_is_cropped_and_resized_and_unlabelled(tmp_path):
 
 
 def test_crop_resize_keeps_the_centre_square():
-  images = np.zeros((2, 6, 10, 1), np.uint8)
-  images[:, :, 2:8] = 255  # The centre 6x6 square is white, the side columns black.
-  out = sources._crop_resize(images, 3)
-  assert out.shape == (2, 3, 3, 1) and np.all(out == 255)
+  image = np.zeros((6, 10, 1), np.uint8)
+  image[:, 2:8] = 255  # The centre 6x6 square is white, the side columns black.
+  out = images.crop_resize(image, 3)
+  assert out.shape == (3, 3, 1) and np.all(out == 255)

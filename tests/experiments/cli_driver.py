@@ -73,11 +73,12 @@ def injected(inject: dict | None):
   import numpy as np
 
   from lsdm_jax import latents, stage1
+  from lsdm_jax.data import pipeline
 
   patches = []
   if "stage1_nan_step" in inject:
     current = {}
-    batch_indices, to_float = stage1.batch_indices, stage1.to_float
+    batch_indices, to_float = pipeline.batch_indices, stage1.to_float
 
     def batch_indices_spy(n, batch_size, seed, step):
       current["step"] = step
@@ -89,7 +90,7 @@ def injected(inject: dict | None):
         out[0, 0, 0, 0] = np.nan
       return out
 
-    patches += [(stage1, "batch_indices", batch_indices_spy), (stage1, "to_float", to_float_nan)]
+    patches += [(pipeline, "batch_indices", batch_indices_spy), (stage1, "to_float", to_float_nan)]
   if inject.get("stage2_nan"):
     standardise, calls = latents.standardise, []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import pytest
 
 from experiments.configs import test as test_config
 from lsdm_jax import model as model_lib
-from lsdm_jax import parallel, stage1, stage2
+from lsdm_jax import parallel, stage1, stage2, wasserstein
 from lsdm_jax.data import make_task
 from lsdm_jax.data.sources import to_float
 from lsdm_jax.errors import DataError
@@ -124,9 +126,18 @@ def cloud():
   return labels.astype(np.int32), z.astype(np.float32)
 
 
+# The bound's W1 of joint clouds: its Sinkhorn settings and its dense costs for images.
+_latent_w1 = functools.partial(
+  wasserstein.joint_w1,
+  epsilon=bound.DEFAULT_EPSILON,
+  max_iterations=bound.SINKHORN_ITERATIONS,
+  dense_above=bound.POINT_CLOUD_MAX_DIM,
+)
+
+
 def test_latent_w1_is_zero_on_equal_clouds_and_the_shift_length_under_a_shift(cloud):
   labels, z = cloud
-  w1 = lambda za, zb: bound.latent_w1(labels, za, labels, zb, num_classes=10, cond_scale=30.0)
+  w1 = lambda za, zb: _latent_w1(labels, za, labels, zb, num_classes=10, cond_scale=30.0)
   assert w1(z, z) == pytest.approx(0.0, abs=1e-3)
   direction = np.linspace(-1.0, 2.0, 8, dtype=np.float32)
   direction /= np.linalg.norm(direction)
@@ -139,7 +150,7 @@ def test_latent_w1_is_zero_on_equal_clouds_and_the_shift_length_under_a_shift(cl
 def test_cond_scale_keeps_transport_within_classes(cloud):
   labels, z = cloud
   shifted = (labels + 1) % 10  # The same latents, each filed under the next class.
-  w1 = lambda scale: bound.latent_w1(labels, z, shifted, z, num_classes=10, cond_scale=scale)
+  w1 = lambda scale: _latent_w1(labels, z, shifted, z, num_classes=10, cond_scale=scale)
   # Label changes cost √2 · scale. Cheap, mass keeps its latent and changes label; dear,
   # it stays in its class and moves to that class's latents in the other cloud: for
   # class k, from centre 1.5 k to 1.5 (k − 1) (class 0: from 0 to 13.5), about
@@ -151,10 +162,10 @@ def test_cond_scale_keeps_transport_within_classes(cloud):
 def test_image_sized_points_use_exact_dense_costs(key):
   a = np.asarray(jax.random.uniform(key, (N, 784)))
   exact = np.sqrt(((a[:, None].astype(np.float64) - a[None, ::-1]) ** 2).sum(-1))
-  np.testing.assert_allclose(bound.euclidean_cost(a, a[::-1]), exact, rtol=1e-5)
-  assert np.all(np.diag(np.asarray(bound.euclidean_cost(a, a))) == 0.0)
+  np.testing.assert_allclose(wasserstein.euclidean_cost(a, a[::-1]), exact, rtol=1e-5)
+  assert np.all(np.diag(np.asarray(wasserstein.euclidean_cost(a, a))) == 0.0)
   labels = np.arange(N, dtype=np.int32) % 10
-  w1 = lambda za, zb: bound.latent_w1(labels, za, labels, zb, num_classes=10, cond_scale=30.0)
+  w1 = lambda za, zb: _latent_w1(labels, za, labels, zb, num_classes=10, cond_scale=30.0)
   assert w1(a, a) == pytest.approx(0.0, abs=1e-3)
   shift = np.full((1, 784), 0.5 / 28, np.float32)  # Length 0.5.
   assert w1(a, a + shift) == pytest.approx(0.5, rel=0.05)

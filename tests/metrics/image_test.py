@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lsdm_jax.metrics.image import avg_pool, consistency, psnr, ssim
+from lsdm_jax.data.tasks import avg_pool
+from lsdm_jax.metrics.image import consistency, psnr, ssim
 
 
 @pytest.fixture

@@ -56,4 +56,4 @@ def test_conv_stage2_needs_a_spatial_latent():
   bad = config()
   bad.stage1.arch = "conv"
   with pytest.raises(ConfigError, match="needs a spatial latent"):
-    config_lib.validate(bad)
+    stage2.check_config(bad)

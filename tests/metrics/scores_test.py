@@ -1,17 +1,13 @@
-"""Tests for the evaluation entry points, on real images and on noise."""
-
-import dataclasses
+"""Tests for the scorers of samples, on real images and on noise."""
 
 import numpy as np
 import pytest
 
-from lsdm_jax import train
-from lsdm_jax.data import PairedSplit
 from lsdm_jax.data.sources import to_float
+from lsdm_jax.data.tasks import avg_pool
 from lsdm_jax.errors import DataError
-from lsdm_jax.metrics import evaluate as evaluation
-from lsdm_jax.metrics.evaluate import evaluate_classcond, evaluate_superres, pixel_features
-from lsdm_jax.metrics.image import avg_pool
+from lsdm_jax.metrics import scores
+from lsdm_jax.metrics.scores import evaluate_classcond, evaluate_superres, pixel_features
 
 
 def test_real_images_score_like_real_images(mnist5k, feature_net, train_subset):
@@ -79,16 +75,22 @@ def test_superres_perfect_and_upsampled_outputs(mnist5k, feature_net):
   assert "fd" not in blurry and blurry["fd_pixels"] > 0
 
 
-def test_unpaired_reference_is_the_run_s_unpaired_images(tiny_run):
-  config, _, _ = tiny_run
-  exp = train.setup(config)
-  view = evaluation.unpaired_reference(exp)
-  ds, split = exp.dataset, exp.split
-  np.testing.assert_array_equal(view.test_images, ds.train_images[split.unpaired])
-  np.testing.assert_array_equal(view.test_labels, ds.train_labels[split.unpaired])
-  np.testing.assert_array_equal(view.train_images, ds.train_images[split.paired])
-  # No test image in it.
-  assert not set(view.test_index) & set(ds.test_index)
-  no_unpaired = dataclasses.replace(exp, split=PairedSplit(split.paired, split.paired[:0]))
-  with pytest.raises(DataError, match="data.n_unpaired"):
-    evaluation.unpaired_reference(no_unpaired)
+def test_distribution_metrics_compare_samples_and_real_images_on_equal_terms():
+  rng = np.random.default_rng(0)
+  test, ref = rng.normal(size=(300, 4)), rng.normal(size=(300, 4))
+  shifted = rng.normal(size=(300, 4)) + 3.0
+  same = scores.distribution_metrics(ref, ref, test, np.random.default_rng(1))
+  assert same["fd"] == same["fd_real"] and same["fd_ratio"] == pytest.approx(1.0)
+  assert same["precision"] == same["precision_real"] and same["recall"] == same["recall_real"]
+  far = scores.distribution_metrics(shifted, ref, test, np.random.default_rng(1))
+  assert far["fd_ratio"] > 50 and far["precision"] < 0.1 and far["recall"] < 0.1
+
+
+def test_reference_rows_match_the_test_classes_when_given_labels():
+  rng = np.random.default_rng(0)
+  train_labels = np.repeat(np.arange(3), 20)
+  test_labels = np.array([0, 0, 2, 2, 2])
+  rows = scores.reference_rows(rng, 60, 5, test_labels, train_labels)
+  np.testing.assert_array_equal(np.sort(train_labels[rows]), np.sort(test_labels))
+  assert len(scores.reference_rows(rng, 10, 25)) == 25  # With replacement only when needed.
+  assert len(set(scores.reference_rows(rng, 30, 25).tolist())) == 25
