@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import math
 import pathlib
 import sys
@@ -42,7 +43,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from timing import write_table  # noqa: E402
 
 from experiments.configs import celeba64_attributes, celeba_superres, cifar10_classcond  # noqa: E402
-from lsdm_jax import loop, parallel, sampling, stage1, stage2  # noqa: E402
+from lsdm_jax import parallel, sampling, stage1, stage2  # noqa: E402
 from lsdm_jax.data.tasks import make_task  # noqa: E402
 
 CONFIGS = {
@@ -117,13 +118,9 @@ def measure(name: str, variant: str, compute_dtype: str, calls: int) -> dict:
   # Stage 1.
   s1 = config.stage1
   model = stage1.make_model(s1, image_shape, compute_dtype)
-  tx = loop.make_optimizer(s1)
-
-  def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))["params"]
-    return loop.TrainState.create(params, tx.init(params))
-
+  init = functools.partial(stage1.init_state, model, jax.random.key(0), s1, image_shape)
   state, shardings = parallel.create_sharded(init, mesh)
+  tx = stage1.make_optimizer(s1, state.params)
   disc = state.params.get("disc", {})
   row["params_stage1"] = count(state.params) - count(disc)
   row["params_disc"] = count(disc)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import pathlib
 import platform
@@ -48,13 +49,12 @@ if __name__ == "__main__" and "jax" not in sys.modules:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import time_calls, write_table  # noqa: E402 (benchmarks/timing.py)
 
 from experiments.report import markdown_table  # noqa: E402
 from lsdm_jax import config as config_lib  # noqa: E402
-from lsdm_jax import loop, parallel, stage1, stage2  # noqa: E402
+from lsdm_jax import parallel, stage1, stage2  # noqa: E402
 from lsdm_jax.data.tasks import Task  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "scaling.md"
@@ -78,13 +78,9 @@ def _num_params(tree) -> int:
 def bench_stage1(config, mesh, image_shape, calls: int) -> dict:
   cfg = config.stage1
   model = stage1.make_model(cfg, image_shape)
-  tx = loop.make_optimizer(cfg)
-
-  def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, *image_shape)))["params"]
-    return loop.TrainState.create(params, tx.init(params))
-
+  init = functools.partial(stage1.init_state, model, jax.random.key(0), cfg, image_shape)
   state, shardings = parallel.create_sharded(init, mesh)
+  tx = stage1.make_optimizer(cfg, state.params)
   step = stage1.make_train_step(model, tx, cfg, mesh, shardings, jax.random.key(1))
   rng = np.random.default_rng(0)
   images = rng.random((cfg.batch_size, *image_shape), np.float32)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import pathlib
 import platform
@@ -54,7 +55,7 @@ from timing import NUM_CLASSES, stage2_step, time_calls, write_table  # noqa: E4
 
 from experiments.report import markdown_table
 from lsdm_jax import config as config_lib
-from lsdm_jax import loop, parallel, sampling, stage1
+from lsdm_jax import parallel, sampling, stage1
 from lsdm_jax.baselines import latent_diffusion
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "throughput.md"
@@ -75,13 +76,9 @@ def _config(quick: bool):
 def bench_stage1(config, mesh, calls: int) -> tuple[dict, object, object]:
   cfg = config.stage1
   model = stage1.make_model(cfg, IMAGE_SHAPE)
-  tx = loop.make_optimizer(cfg)
-
-  def init():
-    params = model.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))["params"]
-    return loop.TrainState.create(params, tx.init(params))
-
+  init = functools.partial(stage1.init_state, model, jax.random.key(0), cfg, IMAGE_SHAPE)
   state, shardings = parallel.create_sharded(init, mesh)
+  tx = stage1.make_optimizer(cfg, state.params)
   step = stage1.make_train_step(model, tx, cfg, mesh, shardings, jax.random.key(1))
   images = np.random.default_rng(0).random((cfg.batch_size, *IMAGE_SHAPE), np.float32)
   seconds, state = time_calls(step, state, parallel.global_batch(mesh, images), calls)

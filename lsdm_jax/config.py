@@ -40,7 +40,9 @@ def _optimizer(
   weight_decay: float = 0.0,
 ) -> None:
   """The optimiser fields of a trained section (`loop.make_optimizer` reads them)."""
-  d.learning_rate = learning_rate  # Peak Adam learning rate.
+  d.learning_rate = learning_rate  # Peak Adam learning rate ('linear' scaling: resolved).
+  d.lr_scaling = "none"  # 'none', or 'linear': learning_rate = base_learning_rate × batch_size.
+  d.base_learning_rate = 0.0  # lr_scaling='linear': the rate per example of the global batch.
   d.schedule = schedule  # 'constant' (after warm-up), 'cosine' or 'linear' decay to the end.
   d.warmup_steps = warmup  # Linear warm-up steps from 0 (at most steps − 1).
   d.final_lr_scale = final  # 'cosine', 'linear': the last step's rate as a share of the peak.
@@ -95,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage1.disc_start = 0  # resnet: step from which the discriminator trains and counts.
   c.stage1.disc_features = 64  # resnet: channels of the discriminator's first layer.
   c.stage1.disc_layers = 3  # resnet: stride-2 layers of the discriminator after the first.
+  c.stage1.perceptual_weight = 0.0  # Weight of LPIPS (VGG) added to each pixel's term (0 = off).
+  c.stage1.lpips_weights = ""  # perceptual_weight > 0: the exported LPIPS .npz (metrics.lpips).
   c.stage1.loss = "bce"  # Reconstruction, summed over pixels: 'bce', 'mse' or 'l1'.
   c.stage1.regularizer = "kl"  # Latent regulariser: 'none', 'l2' or 'kl' (VAE-style).
   c.stage1.reg_weight = 0.5  # Weight of the regulariser (β for 'kl').
@@ -242,7 +246,8 @@ RANGES = {
     "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
     "stage2.real_noise stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
-    "stage2.weight_decay data.image_size"
+    "stage2.weight_decay data.image_size stage1.perceptual_weight stage1.base_learning_rate "
+    "stage2.base_learning_rate"
   ),
   "seed": "stage2.seed",
   "unit": "stage2.ema_decay stage1.b1 stage1.b2 stage2.b1 stage2.b2",
@@ -261,7 +266,7 @@ _SECTION_RANGES = {
     "steps batch_size learning_rate critic_learning_rate steps_per_call width depth "
     "cond_features time_features grid_steps n_critic noise_dim embed_features latent_dim"
   ),
-  "nonnegative": "warmup_steps gp_weight beta grad_clip weight_decay",
+  "nonnegative": "warmup_steps gp_weight beta grad_clip weight_decay base_learning_rate",
   "unit": "ema_decay target_decay b1 b2",
   "closed_unit": "final_lr_scale",
 }
@@ -315,10 +320,49 @@ def _check_types(value, default, field: str) -> None:
     raise ConfigError(f"{field}={value!r} has the wrong type: use a value like {default!r}")
 
 
+LR_SCALINGS = ("none", "linear")
+
+
+def resolve(c: ml_collections.ConfigDict) -> None:
+  """Sets the fields that derive from others, in place: with `lr_scaling='linear'` a
+  section's `learning_rate` becomes `base_learning_rate × batch_size` (the global batch),
+  so that a run with another batch size learns at its own rate, and config.json holds the
+  rate used. An explicit learning_rate must then be 0 (unset) or that value.
+
+  Raises:
+    ConfigError: a bad `lr_scaling`, or a learning rate set beside a linear scaling rule.
+  """
+  for name in ("stage1", "stage2", *BASELINES):
+    d = c[name]
+    check_choice(d.lr_scaling, LR_SCALINGS, f"{name}.lr_scaling")
+    if d.lr_scaling == "none":
+      continue
+    if "critic_learning_rate" in d:
+      raise ConfigError(
+        f"{name}.lr_scaling='linear' scales one rate, and {name} has two (learning_rate and "
+        "critic_learning_rate): set lr_scaling='none' and both rates"
+      )
+    if not d.base_learning_rate > 0:
+      raise ConfigError(
+        f"{name}.base_learning_rate={d.base_learning_rate!r} must be a positive number with "
+        f"{name}.lr_scaling='linear'"
+      )
+    rate = d.base_learning_rate * d.batch_size
+    if d.learning_rate not in (0.0, rate):
+      raise ConfigError(
+        f"{name}.learning_rate={d.learning_rate!r} is resolved from {name}.base_learning_rate × "
+        f"{name}.batch_size with {name}.lr_scaling='linear': leave it 0, or set "
+        f"lr_scaling='none' to set it yourself"
+      )
+    d.learning_rate = rate
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-  """The generic checks: types of every field, ranges of every number (`RANGES`) and of the
-  baselines' sections. Raises ConfigError naming the first bad field."""
+  """The generic checks: types of every field, then (after `resolve` has set the derived
+  fields) ranges of every number (`RANGES`) and of the baselines' sections. Raises
+  ConfigError naming the first bad field."""
   _check_types(c, base_config(), "")
+  resolve(c)
   for rule, fields in RANGES.items():
     for field in fields.split():
       section, name = field.split(".")

@@ -130,8 +130,10 @@ def conditional_update(convolutional: bool) -> bool:
   return convolutional and jax.default_backend() == "cpu"
 
 
-def learning_rate(section, peak: float | None = None) -> float | optax.Schedule:
-  """The learning rate of a trained config section, by optimiser step.
+def learning_rate(
+  section, peak: float | None = None, updates_per_step: int = 1
+) -> float | optax.Schedule:
+  """The learning rate of a trained config section, by optimiser update.
 
   `section.schedule`: 'constant' (after the warm-up), 'cosine' or 'linear' decay from the
   peak to `final_lr_scale` × peak at `steps`; all after `warmup_steps` (at most steps − 1)
@@ -141,12 +143,15 @@ def learning_rate(section, peak: float | None = None) -> float | optax.Schedule:
     section: a config section with `learning_rate` (the peak), `schedule`, `warmup_steps`,
       `final_lr_scale` and `steps`.
     peak: overrides `section.learning_rate` (e.g. stage 2's `critic_learning_rate`).
+    updates_per_step: optimiser updates per step of the section (a critic's n_critic per
+      generator update): the schedule follows the section's steps, as WGAN-GP decays its
+      critic's rate with the generator's iteration.
   """
   peak = section.learning_rate if peak is None else peak
   if section.schedule == "constant" and not section.warmup_steps:
     return peak  # Needs no run length: `paired_data.without_length` sections have none.
-  steps = max(int(section.steps), 1)
-  warmup = min(int(section.warmup_steps), steps - 1)
+  steps = max(int(section.steps), 1) * updates_per_step
+  warmup = min(int(section.warmup_steps) * updates_per_step, steps - 1)
   final = peak * section.final_lr_scale
   if section.schedule == "constant":
     return optax.linear_schedule(0.0, peak, warmup) if warmup else peak
@@ -160,11 +165,14 @@ def learning_rate(section, peak: float | None = None) -> float | optax.Schedule:
   raise ConfigError(f"schedule={section.schedule!r} is not one of {SCHEDULES}")
 
 
-def make_optimizer(section, peak: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(
+  section, peak: float | None = None, updates_per_step: int = 1
+) -> optax.GradientTransformation:
   """Adam (AdamW with `weight_decay` > 0) after clipping the gradients' global norm at
-  `grad_clip` (0: no clipping), at the rate `learning_rate(section, peak)`: the one
-  optimiser of every stage and baseline, built from its config section."""
-  lr = learning_rate(section, peak)
+  `grad_clip` (0: no clipping), at the rate `learning_rate(section, peak,
+  updates_per_step)`: the one optimiser of every stage and baseline, built from its config
+  section."""
+  lr = learning_rate(section, peak, updates_per_step)
   if section.weight_decay > 0:
     adam = optax.adamw(lr, b1=section.b1, b2=section.b2, weight_decay=section.weight_decay)
   else:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lsdm_jax import checkpoints, latents, loop, parallel, sampling, stage1, stage2
+from lsdm_jax import checkpoints, latents, parallel, sampling, stage1, stage2
 from lsdm_jax import workdir as workdir_lib
 from lsdm_jax.data.tasks import Task, make_task
 from lsdm_jax.errors import CheckpointError
@@ -143,8 +143,9 @@ def load(workdir: str | pathlib.Path, *, mesh=None) -> LSDM:
     len(meta.get("attribute_names", ())),
   )
   ae_model = stage1.make_model(config.stage1, image_shape, config.compute_dtype)
-  tx = loop.make_optimizer(config.stage1)
-  init1 = functools.partial(stage1.init_state, ae_model, tx, jax.random.key(0), image_shape)
+  init1 = functools.partial(
+    stage1.init_state, ae_model, jax.random.key(0), config.stage1, image_shape
+  )
   s1 = _restore(wd / "stage1", jax.eval_shape(init1), "stage1")
   one = parallel.make_mesh(1, 1) if mesh is None else mesh
   arrays, _ = _read_stats(wd, one)

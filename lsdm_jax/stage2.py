@@ -205,7 +205,7 @@ class Stage2:
     self.generator = make_generator(*nets)
     self.critics = make_critics(*nets) if cfg.estimator == "critic" else {}
     self.gen_tx = loop.make_optimizer(cfg)
-    self.critic_tx = loop.make_optimizer(cfg, cfg.critic_learning_rate)
+    self.critic_tx = loop.make_optimizer(cfg, cfg.critic_learning_rate, cfg.n_critic)
     # stage2.seed re-seeds stage 2 alone, on the same stage 1 (whose seed is config.seed).
     seed = config.seed if cfg.seed < 0 else cfg.seed
     root = jax.random.fold_in(jax.random.key(seed), 3)

@@ -31,7 +31,7 @@ from lsdm_jax.data.images import take
 # Every component's config checks, in the pipeline's order; a rule that spans sections is
 # the later component's.
 CHECKS = (
-  config_lib.validate,  # The schema: types and ranges.
+  config_lib.validate,  # The schema: types, derived fields (`resolve`), ranges.
   pipeline.check_config,
   tasks.check_config,
   stage1.check_config,
@@ -42,8 +42,8 @@ CHECKS = (
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Runs every component's config checks once; raises ConfigError naming the first
-  bad field."""
+  """Runs every component's checks once (the first, `config.validate`, also resolves the
+  learning rates of their scaling rules); raises ConfigError naming the first bad field."""
   for check in CHECKS:
     check(config)
 

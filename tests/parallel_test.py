@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lsdm_jax import config as config_lib
-from lsdm_jax import loop, parallel, sampling, stage1, stage2
+from lsdm_jax import parallel, sampling, stage1, stage2
 from lsdm_jax.data.tasks import Task
 from lsdm_jax.errors import ConfigError
 from lsdm_jax.models.autoencoder import Decoder
@@ -82,9 +82,8 @@ def test_stage1_step_is_the_same_on_every_mesh():
   cfg.features, cfg.hidden, cfg.latent_dim, cfg.steps, cfg.warmup_steps = (4,), 16, 4, 10, 1
   images = np.random.default_rng(0).random((16, 8, 8, 1), np.float32)
   model = stage1.make_model(cfg, images.shape[1:])
-  tx = loop.make_optimizer(cfg)
-  params = model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))["params"]
-  init = parallel.to_host(loop.TrainState.create(params, tx.init(params)))
+  init = parallel.to_host(stage1.init_state(model, jax.random.key(0), cfg, images.shape[1:]))
+  tx = stage1.make_optimizer(cfg, init.params)
   results = {}
   for m in MESHES:
     mesh = parallel.make_mesh(*m)

@@ -12,12 +12,12 @@ of a domain attribute classifier trained on the train split, FD and precision/re
 its features, and FID with `--config.eval.inception_weights=FILE`. Without the prepared
 data the run stops at once with one line saying how to prepare it.
 
-Stage 1 is latent diffusion's KL-f4 autoencoder (ch 128, ch_mult (1, 2, 4), 2 residual
-blocks, mid attention, z_channels 4: 64x64x3 → 16x16x4), L1 + 1e-6 KL + PatchGAN at 0.5
-from step 50,001, Adam (0.5, 0.9) at 4.5e-6 x batch; batch 64 (their 256-pixel models
-trained on a dozen images per GPU; 64-pixel images allow more). Stage 2: the conv FiLM
-generator and projection critic on the 16x16x4 latent with WGAN-GP's recipe. bfloat16
-compute; on a CPU pass --config.compute_dtype=float32.
+Stage 1 is latent diffusion's KL-f4 autoencoder as `cifar10_classcond.py` describes it
+(64x64x3 → 16x16x3; L1 + LPIPS, 1e-6 KL, the adaptive PatchGAN weight 0.5 from step
+50,001, Adam (0.5, 0.9) at 4.5e-6 × batch); batch 64 (their 256-pixel models trained on a
+dozen images per GPU; 64-pixel images allow more). Stage 2: the conv FiLM generator and
+projection critic on the 16x16x3 latent with WGAN-GP's recipe. bfloat16 compute; on a CPU
+pass --config.compute_dtype=float32.
 
 Variants after ':': `default`, `tiny` (toy sizes at 16x16 for the tests on mock data).
 """

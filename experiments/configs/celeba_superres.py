@@ -8,7 +8,7 @@ x is y average-pooled 4x4. Data as `celeba64_attributes.py` (5,000 paired, 150,0
 unpaired, 64x64, streamed); its attributes are loaded only for the domain classifier whose
 features score the outputs (with PSNR, SSIM, consistency with x, and FID given
 `--config.eval.inception_weights=FILE`). Stage 1 is the same KL-f4 autoencoder
-(64x64x3 → 16x16x4); stage 2 the conv FiLM networks, which here see x resized to the
+(64x64x3 → 16x16x3); stage 2 the conv FiLM networks, which here see x resized to the
 latent's 16x16 grid as input channels. Without the prepared data the run stops at once
 with one line saying how to prepare it.
 

@@ -87,7 +87,8 @@ def make_models(
 
 def _optimizers(config):
   """(generator's, critic's): the section's optimiser at each network's learning rate."""
-  return loop.make_optimizer(config), loop.make_optimizer(config, config.critic_learning_rate)
+  critic = loop.make_optimizer(config, config.critic_learning_rate, config.n_critic)
+  return loop.make_optimizer(config), critic
 
 
 @functools.partial(jax.jit, static_argnames=("generator", "critic", "config"))

@@ -71,8 +71,9 @@ def stage1_batches(
 ) -> Iterator[np.ndarray]:
   """Stage 1's host batches for steps `start_step`, ..., `num_steps` − 1, through grain.
 
-  The batch of step s is `to_float(images[batch_indices(len(images), batch_size, seed,
-  s)[rows]])`, exactly what `stage1.train` computes without streaming.
+  The batch of step s is `images[batch_indices(len(images), batch_size, seed, s)[rows]]`,
+  exactly what `stage1.train` reads without streaming: uint8 images, decoded, cropped and
+  resized in the workers, which cross to the devices as they are and become float there.
 
   Args:
     images: (N, H, W, C) images, a `LazyImages` or an array.
@@ -87,16 +88,16 @@ def stage1_batches(
       each worker (0 = none: each batch is read when it is asked for).
 
   Returns:
-    A grain iterator of (K, H, W, C) float32 batches; `close()` it to stop its threads
-    and workers early.
+    A grain iterator of (K, H, W, C) batches of the images' dtype (uint8 for TFDS);
+    `close()` it to stop its threads and workers early.
   """
   import grain  # Only streaming runs need it.
 
-  read, finish = _ReadStep(images, batch_size, seed, rows), sources.to_float
+  read = _ReadStep(images, batch_size, seed, rows)
   options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
   dataset = grain.MapDataset.range(start_step, num_steps).map(read)
   if workers == 0:
-    return iter(dataset.map(finish).to_iter_dataset(options))
+    return iter(dataset.to_iter_dataset(options))
   from absl import flags
 
   if not flags.FLAGS.is_parsed():
@@ -106,7 +107,6 @@ def stage1_batches(
   stream = dataset.to_iter_dataset(options).mp_prefetch(
     grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(1, prefetch))
   )
-  stream = stream.map(finish)
   if prefetch:
     stream = grain.experimental.ThreadPrefetchIterDataset(stream, prefetch_buffer_size=prefetch)
   return iter(stream)

@@ -72,11 +72,12 @@ MIN_SIZE = 16
 # opens every slice after the first, and each convolution is followed by a ReLU.
 _SLICES = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
 
-_HOW = (
-  "make it once where torch, torchvision and lpips are installed: `import lpips, numpy; "
-  'sd = lpips.LPIPS(net="vgg").state_dict(); '
-  "numpy.savez(path, **{k: v.numpy() for k, v in sd.items()})`"
+# The export, as one shell line.
+EXPORT = (
+  'python -c \'import lpips, numpy; sd = lpips.LPIPS(net="vgg").state_dict(); '
+  'numpy.savez("lpips_vgg.npz", **{k: v.numpy() for k, v in sd.items()})\''
 )
+_HOW = f"make it once where torch, torchvision and lpips are installed: {EXPORT}"
 
 
 # --------------------------------------------------------------------------- network

@@ -16,7 +16,9 @@ is the same code for every autoencoder; `latent_shape` says how to fold them bac
 
 `dtype` is the compute dtype (bfloat16 on GPU/TPU): parameters stay float32, activations
 run in `dtype`, and every output (codes, pixel logits, discriminator scores) is cast back
-to float32 so that losses and their reductions are float32.
+to float32 so that losses and their reductions are float32. Where bfloat16's 8-bit
+mantissa would decide the result, the work is float32 in every dtype: the attention logits
+and their softmax, and the discriminator's last convolution (its score).
 
 `PatchDiscriminator` is pix2pix's PatchGAN (as in latent diffusion's
 `LPIPSWithDiscriminator`, without the pretrained perceptual net): stride-2 4x4
@@ -69,6 +71,17 @@ class ResnetBlock(nn.Module):
     return x + h
 
 
+def float32_attention(query, key, value, bias=None, mask=None, **kwargs):
+  """`nn.dot_product_attention` without dropout, its logits and softmax in float32 whatever
+  the inputs' dtype (bfloat16 logits over h·w positions lose the small differences that
+  decide the weights); the weighted sum of `value` runs in `value`'s dtype."""
+  del kwargs  # Dropout, precision and dtype settings: `AttnBlock` uses none of them.
+  weights = nn.dot_product_attention_weights(
+    query.astype(jnp.float32), key.astype(jnp.float32), bias, mask, dtype=jnp.float32
+  )
+  return jnp.einsum("...hqk,...khd->...qhd", weights.astype(value.dtype), value)
+
+
 class AttnBlock(nn.Module):
   """Single-head self-attention over all positions of a feature map, with a skip."""
 
@@ -78,7 +91,11 @@ class AttnBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     y = nn.GroupNorm(_groups(c), dtype=self.dtype)(x).reshape(b, h * w, c)
-    y = nn.MultiHeadDotProductAttention(num_heads=1, dtype=self.dtype, deterministic=True)(y)
+    # In float32 Flax's own attention computes the same; below it, float32 logits.
+    fn = nn.dot_product_attention if self.dtype == jnp.float32 else float32_attention
+    y = nn.MultiHeadDotProductAttention(
+      num_heads=1, dtype=self.dtype, deterministic=True, attention_fn=fn
+    )(y)
     return x + y.reshape(b, h, w, c)
 
 
@@ -161,6 +178,15 @@ class FlatDecoder(nn.Module):
     return out.reshape(*lead, *out.shape[1:])
 
 
+def last_layer(params) -> jax.Array:
+  """The kernel of the decoder's last convolution (to pixels) in a `ResnetAutoencoder`'s
+  parameter tree (or a tree of the same structure, e.g. its gradients): the layer at which
+  latent diffusion compares the reconstruction and adversarial gradients."""
+  decoder = params["decoder"]["ResnetDecoder_0"]
+  convs = [name for name in decoder if name.startswith("Conv_")]
+  return decoder[max(convs, key=lambda name: int(name.split("_")[1]))]["kernel"]
+
+
 class PatchDiscriminator(nn.Module):
   """PatchGAN: images (B, H, W, C) in [0, 1] → (B, h', w') float32 scores."""
 
@@ -177,7 +203,7 @@ class PatchDiscriminator(nn.Module):
       stride = 2 if n < self.num_layers else 1
       h = nn.Conv(f, (4, 4), (stride, stride), use_bias=False, dtype=self.dtype)(h)
       h = nn.leaky_relu(nn.GroupNorm(_groups(f), dtype=self.dtype)(h), 0.2)
-    return nn.Conv(1, (4, 4), dtype=self.dtype)(h)[..., 0].astype(jnp.float32)
+    return nn.Conv(1, (4, 4), dtype=jnp.float32)(h.astype(jnp.float32))[..., 0]
 
 
 class ResnetAutoencoder(nn.Module):

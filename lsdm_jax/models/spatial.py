@@ -136,7 +136,7 @@ class ConvCritic(nn.Module):
       convs.append(nn.Conv(ch, (3, 3), (stride, stride), dtype=self.dtype))
     self.convs = convs
     self.dense = nn.Dense(self.channels[-1], dtype=self.dtype)
-    self.out = nn.Dense(1, dtype=self.dtype)
+    self.out = nn.Dense(1, dtype=jnp.float32)  # The score in float32 in every dtype.
     if self.cond_kind in ("label", "attributes"):
       self.project = nn.Dense(self.channels[-1], use_bias=False, dtype=self.dtype)
 
@@ -156,11 +156,12 @@ class ConvCritic(nn.Module):
       h = jnp.concatenate([h, cond.astype(self.dtype)], -1)
     for conv in self.convs:
       h = act(conv(h))
-    h = act(self.dense(h.reshape(h.shape[0], -1)))
+    h = act(self.dense(h.reshape(h.shape[0], -1))).astype(jnp.float32)
     out = self.out(h)[..., 0]
     if self.cond_kind in ("label", "attributes"):
-      out = out + jnp.sum(self.project(cond.astype(self.dtype)) * h, axis=-1)
-    return out.astype(jnp.float32)
+      projected = self.project(cond.astype(self.dtype)).astype(jnp.float32)
+      out = out + jnp.sum(projected * h, axis=-1)
+    return out
 
   def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
     return self.head(self.condition(x), z)

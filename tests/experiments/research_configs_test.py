@@ -47,13 +47,17 @@ def newest_step(directory):
 
 
 @pytest.fixture(scope="module")
-def mock_runs(tmp_path_factory):
-  """Each tiny config trained once on mock data (eval only for attributes), by name."""
+def mock_runs(tmp_path_factory, lpips_weights):
+  """Each tiny config trained once on mock data (eval only for attributes), by name. The
+  CIFAR-10 run trains stage 1 with the whole recipe: LPIPS (random VGG weights) and the
+  discriminator at its adaptive weight."""
   cache, root = {}, tmp_path_factory.mktemp("research")
 
   def get(name, compute_dtype="float32"):
     if (name, compute_dtype) not in cache:
       config = tiny(name, root / "tfds", compute_dtype=compute_dtype)
+      if name == "cifar10_classcond":
+        config.stage1.perceptual_weight, config.stage1.lpips_weights = 1.0, str(lpips_weights)
       workdir = root / f"{name}_{compute_dtype}"
       with tfds.testing.mock_data(num_examples=40):
         metrics = train.train_and_evaluate(config, workdir)
@@ -72,6 +76,9 @@ def test_tiny_config_trains_generates_and_resumes_exactly(name, mock_runs, tmp_p
   for stage in ("stage1", "stage2"):
     history = logged(workdir, stage)
     assert history and all(np.isfinite(v) for row in history for v in row.values()), stage
+  # The adversarial term is on from disc_start, at a positive adaptive weight.
+  s1 = logged(workdir, "stage1")[-1]
+  assert s1["disc_factor"] == 1.0 and s1["adaptive_weight"] > 0
   # Exact resume: drop each stage's last checkpoint and what came after, then rerun.
   again = shutil.copytree(workdir, tmp_path / "again")
   for stage in ("stage1", "stage2"):

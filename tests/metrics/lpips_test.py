@@ -17,36 +17,15 @@ from lsdm_jax.metrics.lpips import (
 )
 
 
-def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
-  """Every key of `lpips.LPIPS(net="vgg").state_dict()`, random: He-normal convolutions,
-  small biases, non-negative lin weights (as the trained ones), their `lins.*` aliases and the
-  ScalingLayer buffers."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for key, shape in expected_shapes().items():
-    if key.startswith("lin"):
-      out[key] = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-      out[f"lins.{key[3:]}"] = out[key]  # The package's module list holds them again.
-    elif key.endswith(".weight"):
-      std = np.sqrt(2.0 / np.prod(shape[1:]))
-      out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
-    else:
-      out[key] = rng.normal(0.0, 0.05, shape).astype(np.float32)
-  out["scaling_layer.shift"] = np.array([-0.030, -0.088, -0.188], np.float32).reshape(1, 3, 1, 1)
-  out["scaling_layer.scale"] = np.array([0.458, 0.448, 0.450], np.float32).reshape(1, 3, 1, 1)
-  return out
+@pytest.fixture(scope="module")
+def state_dict(lpips_weights):
+  with np.load(lpips_weights) as f:
+    return dict(f)
 
 
 @pytest.fixture(scope="module")
-def state_dict():
-  return random_state_dict(0)
-
-
-@pytest.fixture(scope="module")
-def weights_file(state_dict, tmp_path_factory):
-  path = tmp_path_factory.mktemp("lpips") / "lpips_vgg.npz"
-  np.savez(path, **state_dict)
-  return path
+def weights_file(lpips_weights):
+  return lpips_weights
 
 
 @pytest.fixture(scope="module")
