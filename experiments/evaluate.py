@@ -7,10 +7,12 @@ Loads the run (`lsdm_jax.load`), rebuilds its data split from the run's `config.
 and writes the same metrics `experiments.main` writes (to `--out`, default
 `WORKDIR/metrics.json`, replaced atomically) and prints them.
 
-`--reference=unpaired` scores a class-conditional run against its own unpaired train
-images instead of the test split (`Experiment.unpaired_reference`): a way to compare
-settings without looking at the test images. Its default `--out` is
-`WORKDIR/metrics_unpaired.json`, so the test metrics stay as they are.
+`--reference=validation` scores the run against its held-out validation rows
+(`data.n_validation`) and `--reference=unpaired` a class-conditional run against its own
+unpaired train images (`Experiment.reference`): ways to compare settings without looking at
+the test images. metrics.json holds the reference the run was trained with
+(`eval.reference`); another reference's default `--out` is `WORKDIR/metrics_<reference>.json`,
+so metrics.json stays as it is.
 """
 
 import json
@@ -25,7 +27,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Flags are defined only when run as a script, so that tests may import the module."""
-  from lsdm_jax.evaluation import REFERENCES
+  from lsdm_jax.data.experiment import REFERENCES
 
   flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
   flags.DEFINE_string(
@@ -38,8 +40,8 @@ def _define_flags():
     "reference",
     "test",
     list(REFERENCES),
-    "The images the samples are scored against: the test split, or the run's unpaired "
-    "train images (class-conditional runs).",
+    "The images the samples are scored against: the test split, the run's held-out "
+    "validation rows (data.n_validation), or its unpaired train images (class-conditional).",
   )
   flags.mark_flags_as_required(["workdir"])
 
@@ -52,11 +54,12 @@ def evaluate_run(workdir, out=None, reference: str = "test") -> dict:
 
   config = workdir_lib.load_config(workdir)
   exp = train.setup(config)
-  if reference == "unpaired":
-    exp.unpaired_reference()  # Refuses a run it cannot score before loading anything.
+  exp.reference(reference)  # Refuses a run it cannot score before loading anything.
   model = lsdm_jax.load(workdir)
   metrics = evaluation.evaluate(model, exp, config, reference=reference)
-  name = "metrics.json" if reference == "test" else f"metrics_{reference}.json"
+  # metrics.json holds the run's own reference (eval.reference); another goes beside it.
+  same = reference == config.eval.reference
+  name = "metrics.json" if same else f"metrics_{reference}.json"
   path = pathlib.Path(out) if out else pathlib.Path(workdir) / name
   workdir_lib.write_json(path, metrics)
   return metrics

@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.n_paired = 500  # Paired (x, y) examples drawn from the train split.
   c.data.n_unpaired = 3500  # Unpaired images (labels dropped) drawn from the rest.
   c.data.split_seed = 0  # Seed of the paired/unpaired split (class-stratified).
+  c.data.n_validation = 0  # Train rows held out of training, to choose settings on (0 = none).
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "classcond"  # 'classcond' (label), 'attributes' (data.attributes) or 'superres'.
@@ -160,6 +161,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_inputs = 1000  # superres, attributes: test inputs evaluated (<= test split size).
   c.eval.inception_weights = ""  # pytorch-fid Inception .npz: adds FID, P/R in its features.
   c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
+  c.eval.reference = "test"  # Images metrics.json scores against: 'test', or 'validation'.
   c.eval.enabled = True  # Compute metrics.json after training.
 
   d = c.latent_diffusion = ml_collections.ConfigDict()  # `baselines.latent_diffusion`.
@@ -246,7 +248,7 @@ RANGES = {
     "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
     "stage2.real_noise stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
-    "stage2.weight_decay data.image_size stage1.perceptual_weight stage1.base_learning_rate "
+    "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight stage1.base_learning_rate "
     "stage2.base_learning_rate"
   ),
   "seed": "stage2.seed",

@@ -20,8 +20,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lsdm_jax import config as config_lib
 from lsdm_jax import plots
-from lsdm_jax.data.experiment import Experiment
+from lsdm_jax.data.experiment import REFERENCES, Experiment
 from lsdm_jax.data.sources import Dataset, to_float
 from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.metrics import image as image_metrics
@@ -31,7 +32,6 @@ from lsdm_jax.metrics.classifier import FeatureNet, load_or_train_classifier
 from lsdm_jax.metrics.diversity import superres_spread as spread_of
 from lsdm_jax.model import LSDM
 
-REFERENCES = ("test", "unpaired")  # What `evaluate` can score samples against.
 SPREAD_INPUTS = 200  # Test inputs the per-input spread is measured on.
 SPREAD_SAMPLES = 8  # Samples per input (and nearest real train images) for the spread.
 # Test images the bound's W1 terms use: Sinkhorn time grows as its square, and the estimates
@@ -40,7 +40,14 @@ BOUND_MAX_POINTS = 500
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the `eval` section: the Inception weights file, when metrics are asked for."""
+  """Checks the `eval` section: what metrics.json scores against, and the Inception weights
+  file when metrics are asked for."""
+  config_lib.check_choice(config.eval.reference, REFERENCES, "eval.reference")
+  if config.eval.reference == "validation" and config.data.n_validation < 10:
+    raise ConfigError(
+      "eval.reference='validation' needs held-out rows: set data.n_validation (e.g. 500, "
+      "and lower data.n_unpaired by as many)"
+    )
   weights = config.eval.inception_weights
   if config.eval.enabled and weights and not pathlib.Path(weights).is_file():
     raise DataError(
@@ -60,14 +67,14 @@ class _Samples:
   targets: np.ndarray | None = None  # superres: the test images the inputs come from.
 
 
-def _label_samples(exp: Experiment, config) -> _Samples:
+def _label_samples(exp: Experiment, dataset: Dataset, config) -> _Samples:
   """`eval.num_per_class` samples of every class."""
   return _Samples(np.repeat(np.arange(exp.task.num_classes), config.eval.num_per_class))
 
 
-def _test_samples(exp: Experiment, config) -> _Samples:
-  """One sample for each of the first `eval.num_inputs` test conditions."""
-  _, conditions, targets = exp.test_inputs(config.eval.num_inputs)
+def _test_samples(exp: Experiment, dataset: Dataset, config) -> _Samples:
+  """One sample for each of the first `eval.num_inputs` conditions of the scored images."""
+  _, conditions, targets = exp.test_inputs(config.eval.num_inputs, dataset)
   return _Samples(conditions, targets)
 
 
@@ -83,7 +90,7 @@ def _feature_net(dataset: Dataset) -> FeatureNet | None:
 def _score_labels(lsdm, exp, config, images, samples, dataset, key) -> dict[str, float]:
   net = load_or_train_classifier(exp.dataset)
   out = scores.evaluate_classcond(images, samples.conditions, dataset, net, seed=config.eval.seed)
-  if dataset is exp.dataset:  # The bound's terms are about held-out data.
+  if dataset is exp.dataset:  # The bound's terms are about the test split.
     terms = bound_terms(lsdm, exp.dataset, seed=config.eval.seed, max_points=BOUND_MAX_POINTS)
     out.update({f"bound_{k}": v for k, v in terms.items()})
   return out
@@ -91,14 +98,13 @@ def _score_labels(lsdm, exp, config, images, samples, dataset, key) -> dict[str,
 
 def _score_attributes(lsdm, exp, config, images, samples, dataset, key) -> dict[str, float]:
   net = load_or_train_classifier(exp.dataset, attributes=True)
-  return scores.evaluate_attributes(
-    images, samples.conditions, exp.dataset, net, seed=config.eval.seed
-  )
+  return scores.evaluate_attributes(images, samples.conditions, dataset, net, seed=config.eval.seed)
 
 
 def _score_superres(lsdm, exp, config, images, samples, dataset, key) -> dict[str, float]:
   inputs, targets, factor = samples.conditions, samples.targets, exp.task.factor
   out = scores.evaluate_superres(images, inputs, targets, factor, _feature_net(exp.dataset))
+  del dataset  # The targets are the scored images.
   out["num_samples"] = float(len(images))
   # The decoder's ceiling: how consistent stage 1's own reconstructions of the targets are.
   recon = np.asarray(lsdm.decode(lsdm.encode(targets)))
@@ -113,11 +119,12 @@ class TaskEvaluation:
   """How runs of one kind of condition are scored.
 
   Attributes:
-    samples: (exp, config) → the conditions to generate for (and the scorer's targets).
+    samples: (exp, dataset scored against, config) → the conditions to generate for (and
+      the scorer's targets).
     score: (lsdm, exp, config, images, samples, dataset scored against, key) → metrics.
   """
 
-  samples: Callable[[Experiment, ml_collections.ConfigDict], _Samples]
+  samples: Callable[[Experiment, Dataset, ml_collections.ConfigDict], _Samples]
   score: Callable[..., dict[str, float]]
 
 
@@ -131,7 +138,7 @@ TASKS = {
 # --------------------------------------------------------------------------- evaluate
 
 
-def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str = "test") -> dict[str, float]:
+def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str | None = None) -> dict[str, float]:
   """Every metric of a trained model, as metrics.json holds them.
 
   Class labels: `eval.num_per_class` samples per class scored by `evaluate_classcond`, with
@@ -142,19 +149,19 @@ def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str = "test") -> di
   compiled, call, and with `eval.inception_weights` FID and precision/recall in Inception
   features (`scores.inception_metrics`).
 
-  `reference='unpaired'` scores class-conditional samples against the run's unpaired
-  train images instead (`Experiment.unpaired_reference`), for choosing settings without the
-  test split; the bound's terms, which are about held-out data, are then left out.
+  `reference` (default: `eval.reference`) is what the samples are scored against: the
+  test split, or, for choosing settings without it, the held-out validation rows
+  (`data.n_validation`; `Experiment.validation_reference`) or, class-conditional runs only,
+  the run's unpaired train images (`Experiment.unpaired_reference`); the bound's terms,
+  which are about the test split, are then left out.
 
   Returns:
     A flat dict of floats.
   """
-  if reference not in REFERENCES:
-    raise ConfigError(f"reference {reference!r} is not one of {REFERENCES}")
   task = TASKS[exp.task.cond_kind]
-  dataset = exp.unpaired_reference() if reference == "unpaired" else exp.dataset
+  dataset = exp.reference(config.eval.reference if reference is None else reference)
   key = jax.random.key(config.eval.seed + 1)
-  samples = task.samples(exp, config)
+  samples = task.samples(exp, dataset, config)
   images = lsdm.generate(samples.conditions, key)
   t = time.perf_counter()  # Timed again, warm: the first call included compilation.
   jax.block_until_ready(lsdm.generate(samples.conditions, key))

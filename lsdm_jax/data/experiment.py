@@ -17,6 +17,9 @@ from lsdm_jax.data.splits import PairedSplit, paired_unpaired_split
 from lsdm_jax.data.tasks import Task, make_task
 from lsdm_jax.errors import ConfigError, DataError
 
+# What a run's samples can be scored against (`Experiment.reference`).
+REFERENCES = ("test", "validation", "unpaired")
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -42,19 +45,71 @@ class Experiment:
     images = to_float(self.dataset.train_images[self.split.unpaired])
     return self.task.condition(images, None)
 
-  def test_inputs(self, num: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def test_inputs(
+    self, num: int, dataset: Dataset | None = None
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first min(num, test size) test images as (rows, conditions, images).
 
     `rows` index `dataset.test_images` (`dataset.test_index[rows]` are source rows); the
     conditions are the images' (superres: the images average-pooled by the task's
-    factor), all float32 in [0, 1].
+    factor), all float32 in [0, 1]. `dataset`: a `reference` view to take them from
+    (default: the data set itself, i.e. the test split).
     """
-    ds = self.dataset
+    ds = self.dataset if dataset is None else dataset
     rows = np.arange(min(int(num), len(ds.test_images)))
     targets = to_float(ds.test_images[rows])
     labels = None if ds.test_labels is None else ds.test_labels[rows]
     attributes = None if ds.test_attributes is None else ds.test_attributes[rows]
     return rows, self.task.condition(targets, labels, attributes), targets
+
+  def reference(self, name: str) -> Dataset:
+    """The data set with the images of reference `name` as its test split: 'test' (the
+    data set itself), 'validation' (`validation_reference`) or 'unpaired'
+    (`unpaired_reference`)."""
+    if name == "test":
+      return self.dataset
+    if name == "validation":
+      return self.validation_reference()
+    if name == "unpaired":
+      return self.unpaired_reference()
+    raise ConfigError(f"reference {name!r} is not one of {REFERENCES}")
+
+  def validation_reference(self) -> Dataset:
+    """The data set seen from the validation rows: they stand in for the test split.
+
+    The validation rows (`data.n_validation`) are train images that no stage trains on, so
+    settings chosen by scoring against them leave the test split untouched until the final
+    runs. The real-vs-real baselines draw from the train rows the run does train on.
+
+    Raises:
+      DataError: the run holds out no validation rows.
+    """
+    ds, split = self.dataset, self.split
+    if len(split.validation) < 10:  # Too few for a covariance or k-nearest-neighbour radii.
+      raise DataError(
+        f"reference 'validation' needs at least 10 validation rows; this run has "
+        f"{len(split.validation)}: set data.n_validation (e.g. 500, and lower "
+        "data.n_unpaired by as many)"
+      )
+    used = np.concatenate([split.paired, split.unpaired])
+    return self._view(used, split.validation)
+
+  def _view(self, train_rows: np.ndarray, test_rows: np.ndarray) -> Dataset:
+    """The data set with train rows `train_rows` as its train split and `test_rows` (both
+    indices into the train split) as its test split."""
+    ds = self.dataset
+    pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
+    return dataclasses.replace(
+      ds,
+      train_images=ds.train_images[train_rows],
+      train_labels=pick(ds.train_labels, train_rows),
+      test_images=ds.train_images[test_rows],
+      test_labels=pick(ds.train_labels, test_rows),
+      train_index=ds.train_index[train_rows],
+      test_index=ds.train_index[test_rows],
+      train_attributes=pick(ds.train_attributes, train_rows),
+      test_attributes=pick(ds.train_attributes, test_rows),
+    )
 
   def unpaired_reference(self) -> Dataset:
     """The data set seen from the run's unpaired images: they stand in for the test split.
@@ -76,15 +131,7 @@ class Experiment:
         f"reference 'unpaired' needs at least 10 unpaired images; this run has "
         f"{len(split.unpaired)} (data.n_unpaired): use reference 'test'"
       )
-    return dataclasses.replace(
-      ds,
-      train_images=ds.train_images[split.paired],
-      train_labels=ds.train_labels[split.paired],
-      test_images=ds.train_images[split.unpaired],
-      test_labels=ds.train_labels[split.unpaired],
-      train_index=ds.train_index[split.paired],
-      test_index=ds.train_index[split.unpaired],
-    )
+    return self._view(split.paired, split.unpaired)
 
 
 def load_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -115,6 +162,7 @@ def load_experiment(config: ml_collections.ConfigDict) -> Experiment:
     config.data.split_seed,
     num_train=len(ds.train_images),
     require_every_class=task.cond_kind == "label",
+    n_validation=config.data.n_validation,
   )
   if task.cond_kind == "label":
     counts = np.bincount(ds.train_labels[split.paired], minlength=ds.num_classes)

@@ -22,10 +22,12 @@ def canonical_split(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class PairedSplit:
-  """Indices into the train split: `paired` keep their condition, `unpaired` only y."""
+  """Indices into the train split: `paired` keep their condition, `unpaired` only y, and
+  `validation` (empty unless asked for) are held out of training to choose settings on."""
 
   paired: np.ndarray
   unpaired: np.ndarray
+  validation: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _stratified_counts(class_sizes: np.ndarray, total: int) -> np.ndarray:
@@ -45,8 +47,14 @@ def paired_unpaired_split(
   *,
   num_train: int | None = None,
   require_every_class: bool = True,
+  n_validation: int = 0,
 ) -> PairedSplit:
-  """Seeded, class-stratified split of the train split into paired and unpaired rows.
+  """Seeded, class-stratified split of the train split into paired and unpaired rows, after
+  `n_validation` rows are held out.
+
+  The validation rows are drawn first, class-stratified, with their own seed
+  ([seed, 1]), and the paired and unpaired rows from the rest exactly as without them, so a
+  split with `n_validation=0` is the split of earlier versions.
 
   Args:
     labels: (N,) int train labels, or None for unlabelled data (then a plain random split).
@@ -55,6 +63,7 @@ def paired_unpaired_split(
     seed: the split's seed; the same seed gives the same split.
     num_train: size of the train split when `labels` is None.
     require_every_class: refuse a split that leaves a class without a paired example.
+    n_validation: train rows held out of both, to choose settings on (`data.n_validation`).
 
   Returns:
     Disjoint sorted index arrays into the train split.
@@ -62,6 +71,32 @@ def paired_unpaired_split(
   n = len(labels) if labels is not None else num_train
   if n is None:
     raise ValueError("num_train is required when labels is None")
+  if n_validation:
+    if n_validation < 0 or n_validation + n_paired + n_unpaired > n:
+      raise ConfigError(
+        f"data.n_validation={n_validation} + data.n_paired + data.n_unpaired = "
+        f"{n_validation + n_paired + n_unpaired}, but the train split has only {n} rows; "
+        "lower one of them"
+      )
+    rng = np.random.default_rng([seed, 1])
+    if labels is None:
+      validation = rng.choice(n, n_validation, replace=False)
+    else:
+      classes, inverse = np.unique(labels, return_inverse=True)
+      counts = _stratified_counts(np.bincount(inverse, minlength=len(classes)), n_validation)
+      validation = np.concatenate(
+        [rng.choice(np.flatnonzero(inverse == c), k, replace=False) for c, k in enumerate(counts)]
+      )
+    rest = np.setdiff1d(np.arange(n), validation)
+    inner = paired_unpaired_split(
+      None if labels is None else labels[rest],
+      n_paired,
+      n_unpaired,
+      seed,
+      num_train=len(rest),
+      require_every_class=require_every_class,
+    )
+    return PairedSplit(rest[inner.paired], rest[inner.unpaired], np.sort(validation))
   if n_paired < 1 or n_unpaired < 0:
     raise ConfigError(
       f"data.n_paired={n_paired} and data.n_unpaired={n_unpaired}: need n_paired >= 1 and "

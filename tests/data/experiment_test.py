@@ -51,3 +51,17 @@ def test_unpaired_reference_is_the_run_s_unpaired_images(exp):
   no_unpaired = dataclasses.replace(exp, split=PairedSplit(split.paired, split.paired[:0]))
   with pytest.raises(DataError, match="data.n_unpaired"):
     no_unpaired.unpaired_reference()
+
+
+def test_validation_reference_is_the_held_out_rows(lsdm_cache):
+  config = tiny.get_config()
+  config.data.n_validation = 50
+  check_config(config)
+  exp = load_experiment(config)
+  view, split = exp.validation_reference(), exp.split
+  np.testing.assert_array_equal(view.test_images, exp.dataset.train_images[split.validation])
+  assert not set(view.test_index) & set(exp.dataset.test_index)
+  trained = set(exp.dataset.train_index[np.concatenate([split.paired, split.unpaired])])
+  assert not set(view.test_index) & trained and set(view.train_index) == trained
+  with pytest.raises(DataError, match="set data.n_validation"):
+    load_experiment(tiny.get_config()).validation_reference()

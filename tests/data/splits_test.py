@@ -47,3 +47,21 @@ def test_unlabelled_split():
   s = splits.paired_unpaired_split(None, 10, 20, seed=0, num_train=50)
   assert len(s.paired) == 10 and len(s.unpaired) == 20
   assert len(np.intersect1d(s.paired, s.unpaired)) == 0
+
+
+def test_validation_rows_are_held_out_and_leave_the_default_split_as_it_was():
+  labels = np.repeat(np.arange(10), 400)
+  plain = splits.paired_unpaired_split(labels, 500, 3500, seed=3)
+  none = splits.paired_unpaired_split(labels, 500, 3500, seed=3, n_validation=0)
+  np.testing.assert_array_equal(plain.paired, none.paired)
+  np.testing.assert_array_equal(plain.unpaired, none.unpaired)
+  assert len(none.validation) == 0
+  split = splits.paired_unpaired_split(labels, 500, 3000, seed=3, n_validation=500)
+  parts = [split.paired, split.unpaired, split.validation]
+  assert [len(p) for p in parts] == [500, 3000, 500]
+  assert len(np.unique(np.concatenate(parts))) == 4000  # Disjoint.
+  np.testing.assert_array_equal(np.bincount(labels[split.validation]), np.full(10, 50))
+  again = splits.paired_unpaired_split(labels, 500, 3000, seed=3, n_validation=500)
+  np.testing.assert_array_equal(again.validation, split.validation)
+  with pytest.raises(ConfigError, match="data.n_validation=500 .* only 4000 rows"):
+    splits.paired_unpaired_split(labels, 500, 3500, seed=3, n_validation=500)
