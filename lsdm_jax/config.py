@@ -248,8 +248,8 @@ RANGES = {
     "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
     "stage2.real_noise stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
-    "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight stage1.base_learning_rate "
-    "stage2.base_learning_rate"
+    "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight "
+    "stage1.base_learning_rate stage2.base_learning_rate"
   ),
   "seed": "stage2.seed",
   "unit": "stage2.ema_decay stage1.b1 stage1.b2 stage2.b1 stage2.b2",

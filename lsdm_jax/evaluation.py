@@ -28,6 +28,7 @@ from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.metrics import image as image_metrics
 from lsdm_jax.metrics import scores
 from lsdm_jax.metrics.bound import bound_terms
+from lsdm_jax.metrics.cas import classification_accuracy_score
 from lsdm_jax.metrics.classifier import FeatureNet, load_or_train_classifier
 from lsdm_jax.metrics.diversity import superres_spread as spread_of
 from lsdm_jax.model import LSDM
@@ -90,6 +91,10 @@ def _feature_net(dataset: Dataset) -> FeatureNet | None:
 def _score_labels(lsdm, exp, config, images, samples, dataset, key) -> dict[str, float]:
   net = load_or_train_classifier(exp.dataset)
   out = scores.evaluate_classcond(images, samples.conditions, dataset, net, seed=config.eval.seed)
+  # CAS: a classifier trained on the samples alone, scored on the real images.
+  out.update(
+    classification_accuracy_score(images, samples.conditions, dataset, seed=config.eval.seed)
+  )
   if dataset is exp.dataset:  # The bound's terms are about the test split.
     terms = bound_terms(lsdm, exp.dataset, seed=config.eval.seed, max_points=BOUND_MAX_POINTS)
     out.update({f"bound_{k}": v for k, v in terms.items()})
@@ -142,8 +147,8 @@ def evaluate(lsdm: LSDM, exp: Experiment, config, reference: str | None = None) 
   """Every metric of a trained model, as metrics.json holds them.
 
   Class labels: `eval.num_per_class` samples per class scored by `evaluate_classcond`, with
-  the bound's terms. Attributes and super-resolution: one sample for each of the first
-  `eval.num_inputs` test conditions, scored by `evaluate_attributes` or
+  CAS (`metrics.cas`) and the bound's terms. Attributes and super-resolution: one sample for
+  each of the first `eval.num_inputs` test conditions, scored by `evaluate_attributes` or
   `evaluate_superres` (with the decoder's `recon_consistency` and the per-input spread,
   `superres_spread`). Every task adds `generate_seconds_per_1000`, timed on a second,
   compiled, call, and with `eval.inception_weights` FID and precision/recall in Inception

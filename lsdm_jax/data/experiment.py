@@ -84,7 +84,7 @@ class Experiment:
     Raises:
       DataError: the run holds out no validation rows.
     """
-    ds, split = self.dataset, self.split
+    split = self.split
     if len(split.validation) < 10:  # Too few for a covariance or k-nearest-neighbour radii.
       raise DataError(
         f"reference 'validation' needs at least 10 validation rows; this run has "
@@ -123,7 +123,7 @@ class Experiment:
     Raises:
       DataError: the run is not class-conditional, or has fewer than 10 unpaired images.
     """
-    ds, split = self.dataset, self.split
+    split = self.split
     if self.task.cond_kind != "label":
       raise DataError("reference 'unpaired' scores class-conditional runs only; use 'test'")
     if len(split.unpaired) < 10:  # Too few for a covariance or k-nearest-neighbour radii.
