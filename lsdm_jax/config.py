@@ -137,6 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.ema_decay = 0.999  # EMA of the generator's weights to sample with (0 = off).
   c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).
+  c.stage2.ot_weight = 0.0  # 'critic': weight of a Sinkhorn term (epsilon, cond_scale) in G's loss.
   c.stage2.consistency_weight = 0.0  # superres: weight of ‖pool(D(G)) − x‖² in G's loss.
   c.stage2.log_every = 200  # Generator updates between progress lines.
   c.stage2.save_every = 1000  # Generator updates between checkpoints.
@@ -246,7 +247,7 @@ RANGES = {
   ),
   "nonnegative": (
     "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
-    "stage2.real_noise stage1.disc_weight stage1.disc_start stage1.warmup_steps "
+    "stage2.real_noise stage2.ot_weight stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
     "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight "
     "stage1.base_learning_rate stage2.base_learning_rate"

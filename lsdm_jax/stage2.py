@@ -286,17 +286,23 @@ class Stage2:
     x, z = _sample(k_real, data, (cfg.batch_size,), self.mesh, cfg.real_noise)
     fake = self.generate_latents(gen_params, x, k_eta)
     metrics = {}
-    if cfg.estimator == "critic":
-      loss = wasserstein.generator_loss(self._critic_fn("critic", critic_params, x), fake)
-    else:
+
+    def sinkhorn():  # S_ε between the joint clouds (cond_scale · φ(x), z) of G and of data.
       phi = wasserstein.condition_features(x, self.task.cond_kind, self.task.num_classes)
-      loss = wasserstein.sinkhorn_divergence(
+      return wasserstein.sinkhorn_divergence(
         wasserstein.joint_points(phi, fake, cfg.cond_scale),
         wasserstein.joint_points(phi, z, cfg.cond_scale),
         epsilon=cfg.epsilon,
         max_iterations=cfg.sinkhorn_iterations,
       )
-      metrics["sinkhorn"] = loss
+
+    if cfg.estimator == "critic":
+      loss = wasserstein.generator_loss(self._critic_fn("critic", critic_params, x), fake)
+      if cfg.ot_weight > 0:  # A Sinkhorn term beside the critic: it leaves no real point far.
+        metrics["sinkhorn"] = sinkhorn()
+        loss = loss + cfg.ot_weight * metrics["sinkhorn"]
+    else:
+      loss = metrics["sinkhorn"] = sinkhorn()
     if cfg.unpaired_weight > 0:
       xp = _sample_rows(k_prior, data["x"], (cfg.batch_size,), self.mesh)
       fake_m = self.generate_latents(gen_params, xp, k_eta2)
