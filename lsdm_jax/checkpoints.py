@@ -19,13 +19,13 @@ Nothing here unpickles: Orbax stores arrays with TensorStore and `meta` as JSON.
 
 from __future__ import annotations
 
-import gc
-import logging as logging_std
+import asyncio
+import contextlib
 import os
 import pathlib
 import re
 import shutil
-import sys
+import threading
 import time
 
 import jax
@@ -108,50 +108,78 @@ def io_error_code(e: BaseException | None) -> int | None:
   return None
 
 
-class _DropAbandonedReads(logging_std.Filter):
-  def filter(self, record: logging_std.LogRecord) -> bool:
-    text = record.getMessage()
-    return not ("exception was never retrieved" in text and "tensorstore" in text.lower())
+class _DrainingLoops(asyncio.AbstractEventLoopPolicy):
+  """The policy it wraps, except that loops made in `threads` end like `asyncio.run`'s.
 
-
-def _is_abandoned_read(unraisable) -> bool:
-  code = getattr(unraisable.object, "cr_code", None)
-  if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
-    return True  # An Orbax read coroutine that never ran to its end.
-  exc, tb = unraisable.exc_value, unraisable.exc_traceback
-  frames = []
-  while tb is not None:
-    frames.append(tb.tb_frame.f_code.co_name)
-    tb = tb.tb_next
-  # TensorStore finishing an abandoned read after Orbax closed its event loop.
-  return isinstance(exc, RuntimeError) and "call_soon_threadsafe" in frames
-
-
-def _collect_abandoned_reads() -> None:
-  """Collects the reads a failed restore abandoned, without their duplicate reports.
-
-  A failed restore leaves Orbax's other reads of that checkpoint unfinished. Collected,
-  each one's error would be printed with a traceback ("Exception ignored in ...",
-  "Future exception was never retrieved"), repeating the failure that `restore_latest`
-  reports in one line. The unraisable-exception hook drops exactly these reports while
-  they are collected here and is restored afterwards. An abandoned asyncio task may finish
-  and be collected later, so the asyncio logger keeps a filter that drops only the
-  reports of abandoned TensorStore reads.
+  Orbax runs each read on a new event loop (`asyncio_utils.run_sync`) that it closes as soon
+  as the first read fails, leaving the others pending: a TensorStore read then finishes in
+  its own thread into the closed loop (`RuntimeError: Event loop is closed`, reported at
+  random later as an unraisable exception), and a pending task or file read in a worker
+  thread is destroyed unfinished. Before such a loop closes, this cancels its pending tasks
+  and runs them to their end (a cancelled TensorStore read is cancelled in TensorStore too)
+  and waits for its worker threads, as `asyncio.run` does.
   """
-  previous = sys.unraisablehook
 
-  def hook(unraisable):
-    if not _is_abandoned_read(unraisable):
-      previous(unraisable)
+  def __init__(self, inner: asyncio.AbstractEventLoopPolicy):
+    self.inner, self.threads = inner, set()
 
-  asyncio_logger = logging_std.getLogger("asyncio")
-  if not any(isinstance(f, _DropAbandonedReads) for f in asyncio_logger.filters):
-    asyncio_logger.addFilter(_DropAbandonedReads())
-  sys.unraisablehook = hook
+  def get_event_loop(self):
+    return self.inner.get_event_loop()
+
+  def set_event_loop(self, loop):
+    self.inner.set_event_loop(loop)
+
+  def get_child_watcher(self):
+    return self.inner.get_child_watcher()
+
+  def set_child_watcher(self, watcher):
+    self.inner.set_child_watcher(watcher)
+
+  def new_event_loop(self):
+    loop = self.inner.new_event_loop()
+    if threading.get_ident() in self.threads:
+      close = loop.close
+
+      def drain_and_close():
+        try:
+          if not loop.is_closed() and not loop.is_running():
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+              task.cancel()
+            if pending:
+              loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+          close()
+
+      loop.close = drain_and_close
+    return loop
+
+
+_draining_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _reads_end_with_their_loop():
+  """Orbax's event loops made in this thread meanwhile leave no read running when they close.
+
+  The policy is installed while any thread is inside (restores may run in threads at once)
+  and the previous one is back when the last one leaves.
+  """
+  with _draining_lock:
+    policy = asyncio.get_event_loop_policy()
+    if not isinstance(policy, _DrainingLoops):
+      policy = _DrainingLoops(policy)
+      asyncio.set_event_loop_policy(policy)
+    policy.threads.add(threading.get_ident())
   try:
-    gc.collect()
+    yield
   finally:
-    sys.unraisablehook = previous
+    with _draining_lock:
+      policy.threads.discard(threading.get_ident())
+      if not policy.threads and asyncio.get_event_loop_policy() is policy:
+        asyncio.set_event_loop_policy(policy.inner)
 
 
 def abstract_like(tree):
@@ -226,17 +254,17 @@ def min_max_over_processes(value: int) -> tuple[int, int]:
 def _try_restore(manager, abstract_state, step: int, what: str):
   """(state, meta, step) of one step, or None (with a one-line warning) if unreadable."""
   try:
-    restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
-    )
+    with _reads_end_with_their_loop():
+      restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        ),
+      )
     meta = restored["meta"]
     if not isinstance(meta, dict):
       raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
   except Exception as e:  # noqa: BLE001 - Orbax raises ValueError, KeyError, JSON errors...
-    _collect_abandoned_reads()
     first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     logging.warning(
       "%s checkpoint at step %d in %s is unreadable (%s: %s); trying an earlier one",

@@ -1,5 +1,6 @@
 """Tests of lsdm_jax.checkpoints: damaged checkpoints, unfinished saves, full disks."""
 
+import asyncio
 import logging
 import pathlib
 import re
@@ -58,6 +59,18 @@ def _files(directory):
   return [f for f in directory.rglob("*") if f.is_file()]
 
 
+def _tasks_left_running_at_close(monkeypatch):
+  """The unfinished tasks of every event loop closed from now on (a list that fills up)."""
+  left, close = [], asyncio.BaseEventLoop.close
+
+  def recording_close(loop):
+    left.extend(t.get_coro().__qualname__ for t in asyncio.all_tasks(loop) if not t.done())
+    close(loop)
+
+  monkeypatch.setattr(asyncio.BaseEventLoop, "close", recording_close)
+  return left
+
+
 def test_round_trip(tmp_path):
   state, meta, step = _restore(_saved(tmp_path))
   assert step == 4 and meta == {"done": True}
@@ -67,12 +80,16 @@ def test_round_trip(tmp_path):
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_newest_checkpoint_is_reported_in_one_line_and_the_previous_used(
-  tmp_path, caplog, damage
+  tmp_path, caplog, damage, monkeypatch
 ):
   _saved(tmp_path)
   DAMAGE[damage](tmp_path / "4")
+  left_running = _tasks_left_running_at_close(monkeypatch)
   with caplog.at_level(logging.WARNING):
     state, meta, step = _restore(tmp_path)
+  # A read of the damaged checkpoint still running when its event loop closed would finish
+  # into the closed loop later and fail whichever test runs then.
+  assert not left_running, left_running
   assert step == 2 and meta == {"done": False}
   np.testing.assert_array_equal(state["a"], np.arange(6.0) * 2)
   warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

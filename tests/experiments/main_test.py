@@ -128,8 +128,15 @@ class _Background:
     try:
       _, stderr = self.proc.communicate(timeout=TIMEOUT)
     finally:
-      self.proc.kill()  # JAX catches SIGTERM; a run that hangs is killed for good.
+      self.stop()
     return self.proc.returncode, stderr
+
+  def stop(self) -> None:
+    """Kills the process unless it has ended, waits for it and closes its pipe (a Popen
+    dropped unwaited, or its pipe, is a ResourceWarning in whichever test runs then)."""
+    self.proc.kill()  # JAX catches SIGTERM; a run that hangs is killed for good.
+    self.proc.wait()
+    self.proc.stderr.close()
 
 
 class _Driver(_Background):
@@ -161,7 +168,7 @@ def reference_run(tmp_path_factory, compile_cache):
   workdir = tmp_path_factory.mktemp("reference")
   run = _Background(_command(workdir, *TINY), _env(compile_cache, 2))
   yield workdir, run
-  run.proc.kill()
+  run.stop()
 
 
 @pytest.fixture(scope="module")
@@ -372,8 +379,12 @@ def test_bad_input_as_real_commands(tmp_path):
     "bad value": _command(workdir, "--config.stage2.n_critic=0"),
   }
   runs = {name: _Background(cmd, _env()) for name, cmd in commands.items()}
-  for name, run in runs.items():
-    code, stderr = run.wait()
+  try:
+    waited = {name: run.wait() for name, run in runs.items()}
+  finally:
+    for run in runs.values():
+      run.stop()  # Also those a failed wait left running.
+  for name, (code, stderr) in waited.items():
     result = {"code": code, "stderr": stderr}
     assert not _problems(result), (name, _problems(result), stderr[-2000:])
   assert not workdir.exists()
@@ -435,7 +446,7 @@ def nan_run(reference, compile_cache, tmp_path_factory):
   ]
   driver = _Driver(cases, tmp, _env(compile_cache, 2))
   yield work, driver
-  driver.proc.kill()
+  driver.stop()
 
 
 @pytest.mark.slow  # 30 s; exact resume from a middle checkpoint is also tested in
