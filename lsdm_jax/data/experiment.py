@@ -84,6 +84,9 @@ class Experiment:
       test_labels=ds.train_labels[split.unpaired],
       train_index=ds.train_index[split.paired],
       test_index=ds.train_index[split.unpaired],
+      # Its 'test' rows index the train split: another name, so that no cache of the
+      # real test split's images is taken for theirs.
+      fingerprint=f"{ds.fingerprint}|unpaired reference" if ds.fingerprint else "",
     )
 
 

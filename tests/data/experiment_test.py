@@ -51,3 +51,9 @@ def test_unpaired_reference_is_the_run_s_unpaired_images(exp):
   no_unpaired = dataclasses.replace(exp, split=PairedSplit(split.paired, split.paired[:0]))
   with pytest.raises(DataError, match="data.n_unpaired"):
     no_unpaired.unpaired_reference()
+
+
+def test_the_unpaired_reference_is_named_apart_from_the_test_split(exp):
+  view = exp.unpaired_reference()
+  assert view.fingerprint and view.fingerprint != exp.dataset.fingerprint
+  assert view.split_fingerprint("test") != exp.dataset.split_fingerprint("test")
