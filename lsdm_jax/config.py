@@ -160,7 +160,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_per_class = 100  # classcond: samples per class for metrics.
   c.eval.grid_per_class = 10  # classcond: columns of the sample grid (rows = classes).
   c.eval.num_inputs = 1000  # superres, attributes: test inputs evaluated (<= test split size).
-  c.eval.inception_weights = ""  # pytorch-fid Inception .npz: adds FID, P/R in its features.
+  c.eval.inception_weights = ""  # pytorch-fid Inception .npz: adds the FID protocol's metrics.
+  c.eval.num_samples = 0  # FID protocol: samples scored (0 = as many as the task's metrics use).
+  c.eval.inception_batch_size = 50  # FID protocol: images per Inception call (one compiled shape).
   c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
   c.eval.reference = "test"  # Images metrics.json scores against: 'test', or 'validation'.
   c.eval.enabled = True  # Compute metrics.json after training.
@@ -243,14 +245,15 @@ RANGES = {
     "stage1.disc_layers stage2.noise_dim stage2.steps stage2.batch_size stage2.learning_rate "
     "stage2.n_critic stage2.epsilon stage2.cond_scale stage2.critic_learning_rate "
     "stage2.sinkhorn_iterations stage2.cond_features stage2.gp_stride stage2.channels "
-    "stage2.num_blocks eval.num_inputs eval.num_per_class eval.grid_per_class"
+    "stage2.num_blocks eval.num_inputs eval.num_per_class eval.grid_per_class "
+    "eval.inception_batch_size"
   ),
   "nonnegative": (
     "stage1.reg_weight stage2.gp_weight stage2.unpaired_weight stage2.consistency_weight "
     "stage2.real_noise stage2.ot_weight stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
     "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight "
-    "stage1.base_learning_rate stage2.base_learning_rate"
+    "stage1.base_learning_rate stage2.base_learning_rate eval.num_samples"
   ),
   "seed": "stage2.seed",
   "unit": "stage2.ema_decay stage1.b1 stage1.b2 stage2.b1 stage2.b2",

@@ -108,3 +108,16 @@ def lpips_weights(tmp_path_factory):
   path = tmp_path_factory.mktemp("lpips") / "lpips_vgg.npz"
   np.savez(path, **random_lpips_state_dict(0))
   return path
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+  """A FID Inception weights file in pytorch-fid's exported format, with random weights
+  (about 100 MB; the parity tests compare the network with pytorch-fid's)."""
+  import numpy as np
+
+  from lsdm_jax.metrics.inception import random_state_dict
+
+  path = tmp_path_factory.mktemp("inception") / "pt_inception_random.npz"
+  np.savez(path, **random_state_dict(0))
+  return path

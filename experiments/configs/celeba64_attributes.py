@@ -9,8 +9,10 @@ x is the vector of four CelebA attributes, (Male, Eyeglasses, Smiling, Young) in
 and resized to 64x64 and read lazily with `tfds.data_source`, stage-1 batches by grain
 (`data.streaming`): the split is never held in memory. Evaluation: per-attribute agreement
 of a domain attribute classifier trained on the train split, FD and precision/recall in
-its features, and FID with `--config.eval.inception_weights=FILE`. Without the prepared
-data the run stops at once with one line saying how to prepare it.
+its features, and with `--config.eval.inception_weights=FILE` FID as papers report it: 50,000
+samples for the attribute vectors of 50,000 random train rows, against the statistics of
+all train images (docs/research.md). Without the prepared data the run stops at once with
+one line saying how to prepare it.
 
 Stage 1 is latent diffusion's KL-f4 autoencoder as `cifar10_classcond.py` describes it
 (64x64x3 → 16x16x3; L1 + LPIPS, 1e-6 KL, the adaptive PatchGAN weight 0.5 from step
@@ -53,6 +55,7 @@ def get_config(variant: str = "default"):
   autoencoder(config)
   cifar10_classcond.wgan_gp_conv_stage2(config)  # Critic 16x16 → 8x8 → 4x4.
   config.eval.num_inputs = 10_000  # One sample per test image's attribute vector.
+  config.eval.num_samples = 50_000  # FID protocol: the attributes of 50,000 train rows.
   if variant == "tiny":
     cifar10_classcond.shrink(config)
     config.data.image_size = 16

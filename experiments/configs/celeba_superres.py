@@ -6,8 +6,9 @@
 
 x is y average-pooled 4x4. Data as `celeba64_attributes.py` (5,000 paired, 150,000
 unpaired, 64x64, streamed); its attributes are loaded only for the domain classifier whose
-features score the outputs (with PSNR, SSIM, consistency with x, and FID given
-`--config.eval.inception_weights=FILE`). Stage 1 is the same KL-f4 autoencoder
+features score the outputs (with PSNR, SSIM, consistency with x, and with
+`--config.eval.inception_weights=FILE` FID of one output per test input against the train
+split's statistics, beside the targets' own FID). Stage 1 is the same KL-f4 autoencoder
 (64x64x3 → 16x16x3); stage 2 the conv FiLM networks, which here see x resized to the
 latent's 16x16 grid as input channels. Without the prepared data the run stops at once
 with one line saying how to prepare it.
@@ -33,6 +34,7 @@ def get_config(variant: str = "default"):
   celeba64_attributes.autoencoder(config)
   cifar10_classcond.wgan_gp_conv_stage2(config)
   config.eval.num_inputs = 2000
+  config.eval.num_samples = 50_000  # FID protocol: every test input (19,962), one sample each.
   if variant == "tiny":
     cifar10_classcond.shrink(config)
     config.data.image_size = 16

@@ -24,6 +24,9 @@ output, BatchNorm). Stage 2 is the conv FiLM generator and projection critic on 
 8x8x3 latent, with WGAN-GP's CIFAR-10 recipe (Gulrajani et al. 2017: Adam 2e-4, β = (0,
 0.9), both rates decayed linearly to 0 over the run, 5 critic updates per generator
 update, penalty weight 10). bfloat16 compute; on a CPU pass --config.compute_dtype=float32.
+With `--config.eval.inception_weights=FILE` the evaluation adds FID as papers report it:
+50,000 samples (5,000 per class) against the statistics of all 50,000 train images,
+beside the 10,000 test images' FID against them (docs/research.md).
 
 The argument after ':' picks the variant: `default`, or `tiny` (a few steps of every
 stage at toy sizes, for the tests on TFDS mock data).
@@ -46,7 +49,8 @@ def get_config(variant: str = "default"):
   config.compute_dtype = "bfloat16"
   kl_f4_autoencoder(config, batch_size=128, steps=100_000)  # 256 epochs of 50,000 images.
   wgan_gp_conv_stage2(config)  # Critic 8x8 → 4x4 → 2x2.
-  config.eval.num_per_class = 1000  # 10,000 samples for FID.
+  config.eval.num_per_class = 1000  # 10,000 samples for the domain classifier's metrics.
+  config.eval.num_samples = 50_000  # The FID protocol's count (with eval.inception_weights).
   if variant == "tiny":
     shrink(config)
   return config
@@ -99,3 +103,4 @@ def shrink(config):
   s2.critic_channels, s2.n_critic = (8, 8), 1
   s2.batch_size, s2.steps, s2.steps_per_call, s2.log_every, s2.save_every = 8, 4, 2, 2, 2
   config.eval.num_per_class, config.eval.grid_per_class, config.eval.num_inputs = 2, 2, 8
+  config.eval.num_samples = 8

@@ -92,11 +92,13 @@ class Experiment:
         "data.n_unpaired by as many)"
       )
     used = np.concatenate([split.paired, split.unpaired])
-    return self._view(used, split.validation)
+    return self._view(used, split.validation, "validation reference")
 
-  def _view(self, train_rows: np.ndarray, test_rows: np.ndarray) -> Dataset:
+  def _view(self, train_rows: np.ndarray, test_rows: np.ndarray, name: str) -> Dataset:
     """The data set with train rows `train_rows` as its train split and `test_rows` (both
-    indices into the train split) as its test split."""
+    indices into the train split) as its test split, its fingerprint suffixed by `name`:
+    its 'test' rows index the train split, so no cache of the real test split's statistics
+    is taken for theirs."""
     ds = self.dataset
     pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
     return dataclasses.replace(
@@ -109,6 +111,7 @@ class Experiment:
       test_index=ds.train_index[test_rows],
       train_attributes=pick(ds.train_attributes, train_rows),
       test_attributes=pick(ds.train_attributes, test_rows),
+      fingerprint=f"{ds.fingerprint}|{name}" if ds.fingerprint else "",
     )
 
   def unpaired_reference(self) -> Dataset:
@@ -131,7 +134,7 @@ class Experiment:
         f"reference 'unpaired' needs at least 10 unpaired images; this run has "
         f"{len(split.unpaired)} (data.n_unpaired): use reference 'test'"
       )
-    return self._view(split.paired, split.unpaired)
+    return self._view(split.paired, split.unpaired, "unpaired reference")
 
 
 def load_experiment(config: ml_collections.ConfigDict) -> Experiment:

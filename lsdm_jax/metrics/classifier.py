@@ -284,9 +284,18 @@ def cache_key(dataset: Dataset, attributes: bool = False) -> str:
 
 
 def train_fingerprint(dataset: Dataset, attributes: bool = False) -> str:
-  """sha256 (hex) of the train split's images and targets: what a feature net learnt from."""
+  """sha256 (hex) of the train split's images and targets: what a feature net learnt from.
+
+  Images held in memory are hashed; a streamed split (`LazyImages`) whose source names its
+  data is identified by `Dataset.split_fingerprint` instead, so no run decodes it to look
+  up its cache.
+  """
   digest = hashlib.sha256()
-  digest.update(np.ascontiguousarray(dataset.train_images).tobytes())
+  named = dataset.split_fingerprint("train")
+  if named and not isinstance(dataset.train_images, np.ndarray):
+    digest.update(named.encode())
+  else:
+    digest.update(np.ascontiguousarray(dataset.train_images).tobytes())
   targets, _ = _targets(dataset, attributes)
   digest.update(np.ascontiguousarray(targets).tobytes())
   if attributes:

@@ -2,8 +2,10 @@
 
 `evaluate_classcond`, `evaluate_attributes` and `evaluate_superres` score arrays of samples
 (pure functions of images, conditions, a `Dataset` and its feature net); which samples a
-run draws, and for which task, is `lsdm_jax.evaluation`'s. `inception_metrics` adds FID and
-precision/recall in the pool features of FID's Inception-v3.
+run draws, and for which task, is `lsdm_jax.evaluation`'s. `inception_scores` turns the
+FID protocol's feature statistics (samples, the train split as reference, real test images
+as the floor) into FID, precision/recall and density/coverage; `inception_metrics` is the
+same computed all at once from arrays (`evaluation` streams it).
 
 Every distribution metric comes with its real-vs-real reference computed the same way from
 an equally large random subset of *train* images (`distribution_metrics`), because Fréchet
@@ -25,15 +27,22 @@ from lsdm_jax.errors import DataError
 from lsdm_jax.metrics import image as image_metrics
 from lsdm_jax.metrics.classifier import FeatureNet
 from lsdm_jax.metrics.diversity import diversity_ratio, mean_pairwise_distance
-from lsdm_jax.metrics.fid import frechet_distance
-from lsdm_jax.metrics.inception import load_inception
-from lsdm_jax.metrics.precision_recall import precision_recall
+from lsdm_jax.metrics.feature_stats import (
+  REFERENCE_ROWS,
+  FeatureFn,
+  FeatureStats,
+  quantize_uint8,
+)
+from lsdm_jax.metrics.fid import frechet_distance, frechet_distance_from_stats
+from lsdm_jax.metrics.precision_recall import density_coverage, precision_recall
 
 PIXEL_GRID = 8
 JOINT_W1_MAX_POINTS = 500
 # Sinkhorn ε of the joint W1 of (one-hot label, features / s), s the test features' mean
 # pairwise distance: absolute and fixed, so that numbers of different runs compare.
 JOINT_W1_EPSILON = 0.05
+K_PRECISION_RECALL = 3  # Kynkäänniemi et al.'s k for improved precision/recall.
+K_DENSITY_COVERAGE = 5  # Naeem et al.'s k for density/coverage.
 
 
 def pixel_features(images: np.ndarray, grid: int = PIXEL_GRID) -> np.ndarray:
@@ -303,34 +312,86 @@ def evaluate_attributes(
   return out
 
 
-def inception_metrics(
-  generated: np.ndarray, dataset: Dataset, weights: str, *, seed: int = 0, k: int = 3
+def inception_scores(
+  samples: FeatureStats, reference: FeatureStats, real: FeatureStats
 ) -> dict[str, float]:
-  """`distribution_metrics` in FID's Inception-v3 pool features (2048-d), named
-  `fid_inception`, `fid_inception_real`, `fid_inception_ratio`, `precision_inception`,
-  `recall_inception`, `precision_inception_real`, `recall_inception_real`.
-
-  The samples and an equally large random subset of train images (the real-vs-real
-  reference) are compared with the test split.
+  """The FID protocol's numbers, from the feature statistics of three image sets.
 
   Args:
-    generated: (N, H, W, C) float32 [0, 1] samples.
-    dataset: the data set scored against.
-    weights: path of the pytorch-fid Inception weights (`metrics.inception`).
-    seed: seeds the reference subset.
-    k: neighbour for precision/recall.
+    samples: statistics of the generated images (`feature_stats`).
+    reference: of the reference images (the train split): its moments give FID, its kept
+      rows are the real manifold of the k-NN metrics.
+    real: of real held-out images scored like the samples: the floor of every number.
+
+  Returns:
+    A dict of floats:
+      fid: Fréchet distance of the samples' Gaussian to the reference's.
+      fid_real: the same for the real images, the FID a perfect generator would reach at
+        this many images (FID is biased upwards by finite sets).
+      precision_inception, recall_inception: improved precision/recall (k = 3) of the
+        samples' kept rows against the reference's kept rows.
+      density_inception, coverage_inception: density and coverage (k = 5), likewise.
+      precision_inception_real ... coverage_inception_real: the same for the real images.
+      fid_num_samples, fid_num_real, fid_reference_images: the three sets' sizes.
+
+  Raises:
+    ValueError: a kept set has too few rows for its k (see `knn_radii`).
   """
-  features = load_inception(weights)
-  rng = np.random.default_rng(seed)
-  n = len(generated)
-  ref = to_float(dataset.train_images[reference_rows(rng, len(dataset.train_images), n)])
-  gen_f, ref_f = features(generated), features(ref)
-  test_f = features(to_float(np.asarray(dataset.test_images)))
-  out = {}
-  for key, value in distribution_metrics(gen_f, ref_f, test_f, rng, k).items():
-    head, _, tail = key.partition("_")  # E.g. 'fd_real' → 'fid_inception_real'.
-    out["_".join(filter(None, ("fid" if head == "fd" else head, "inception", tail)))] = value
+  out = {
+    "fid": frechet_distance_from_stats(samples.mu, samples.sigma, reference.mu, reference.sigma),
+    "fid_real": frechet_distance_from_stats(real.mu, real.sigma, reference.mu, reference.sigma),
+  }
+  for suffix, stats in (("", samples), ("_real", real)):
+    pr = precision_recall(reference.features, stats.features, k=K_PRECISION_RECALL)
+    dc = density_coverage(reference.features, stats.features, k=K_DENSITY_COVERAGE)
+    out[f"precision_inception{suffix}"], out[f"recall_inception{suffix}"] = pr
+    out[f"density_inception{suffix}"], out[f"coverage_inception{suffix}"] = dc
+  out["fid_num_samples"] = float(samples.count)
+  out["fid_num_real"] = float(real.count)
+  out["fid_reference_images"] = float(reference.count)
   return out
+
+
+def inception_metrics(
+  generated: np.ndarray,
+  reference: np.ndarray,
+  real: np.ndarray,
+  features: FeatureFn,
+  *,
+  keep: int = REFERENCE_ROWS,
+  seed: int = 0,
+  data_seed: int = 0,
+) -> dict[str, float]:
+  """`inception_scores` of three image sets held in memory, computed all at once.
+
+  The array form of the FID protocol that `lsdm_jax.evaluation` streams: every set is
+  quantised to uint8 (`quantize_uint8`), embedded by `features` (FID's Inception-v3 pool
+  features, `metrics.inception`), and reduced to its mean, covariance and a seeded subset
+  of `keep` rows, the same rows `feature_stats` keeps from a stream with the same seed.
+
+  Args:
+    generated: (N, H, W, C) float [0, 1] (or uint8) samples.
+    reference: (R, H, W, C) the reference images (the train split).
+    real: (M, H, W, C) real held-out images (the test split), for the floor.
+    features: (n, H, W, C) float32 [0, 1] -> (n, D) features.
+    keep: rows kept per set for the k-NN metrics.
+    seed: seeds the samples' kept rows.
+    data_seed: seeds the reference's and the real images' kept rows.
+
+  Returns:
+    The dict of `inception_scores`.
+  """
+
+  def stats(images: np.ndarray, s: int) -> FeatureStats:
+    feats = np.asarray(features(to_float(quantize_uint8(np.asarray(images)))), np.float64)
+    n = len(feats)
+    # `feature_stats` keeps the rows with the smallest of n uniform draws, in stream order.
+    rows = np.sort(np.argsort(np.random.default_rng(s).random(n))[:keep])
+    sigma = np.atleast_2d(np.cov(feats, rowvar=False))
+    return FeatureStats(feats.mean(axis=0), sigma, n, feats[rows].astype(np.float32), rows)
+
+  samples, reference_stats = stats(generated, seed), stats(reference, data_seed)
+  return inception_scores(samples, reference_stats, stats(real, data_seed))
 
 
 def evaluate_superres(

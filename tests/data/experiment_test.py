@@ -63,5 +63,15 @@ def test_validation_reference_is_the_held_out_rows(lsdm_cache):
   assert not set(view.test_index) & set(exp.dataset.test_index)
   trained = set(exp.dataset.train_index[np.concatenate([split.paired, split.unpaired])])
   assert not set(view.test_index) & trained and set(view.train_index) == trained
+  assert view.split_fingerprint("test") not in (
+    exp.dataset.split_fingerprint("test"),
+    exp.unpaired_reference().split_fingerprint("test"),
+  )
   with pytest.raises(DataError, match="set data.n_validation"):
     load_experiment(tiny.get_config()).validation_reference()
+
+
+def test_the_references_are_named_apart_from_the_test_split(exp):
+  view = exp.unpaired_reference()
+  assert view.fingerprint and view.fingerprint != exp.dataset.fingerprint
+  assert view.split_fingerprint("test") != exp.dataset.split_fingerprint("test")

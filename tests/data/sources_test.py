@@ -103,3 +103,43 @@ def test_a_missing_tfds_data_set_leaves_absl_logging_as_it_was(tmp_path, caplog)
   with caplog.at_level("INFO"):
     absl_logging.info("still heard")
   assert "still heard" in caplog.text
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_mnist5k_is_named_without_reading_its_pixels(mnist5k):
+  assert mnist5k.fingerprint == sources.MNIST5K_FINGERPRINT
+  train, test = mnist5k.split_fingerprint("train"), mnist5k.split_fingerprint("test")
+  assert train.startswith(mnist5k.fingerprint) and "|train|28x28x1|4000 rows" in train
+  assert "|test|28x28x1|1000 rows" in test
+  # Another selection of rows is another name; the same rows the same name.
+  rows = np.arange(10)
+  assert mnist5k.split_fingerprint("test", rows) not in (test, train)
+  assert mnist5k.split_fingerprint("test", rows) == mnist5k.split_fingerprint("test", rows + 0)
+  assert mnist5k.split_fingerprint("test", rows) != mnist5k.split_fingerprint("test", rows + 1)
+  with pytest.raises(ValueError, match="'train' or 'test'"):
+    mnist5k.split_fingerprint("validation")
+
+
+def test_a_dataset_without_a_fingerprint_names_no_split(mnist5k):
+  import dataclasses
+
+  anonymous = dataclasses.replace(mnist5k, fingerprint="")
+  assert anonymous.split_fingerprint("train") == ""
+
+
+def test_npz_fingerprint_follows_the_file_not_its_loads(tmp_path):
+  import os
+
+  images = np.random.default_rng(0).integers(0, 256, (20, 4, 4), dtype=np.uint8)
+  name = _save(tmp_path / "a.npz", images=images)
+  first = sources.load_source(name)
+  assert first.fingerprint == sources.load_source(name).fingerprint  # Loading again: same.
+  assert first.fingerprint.startswith("npz:") and "a.npz" in first.fingerprint
+  _save(tmp_path / "a.npz", images=images[::-1])  # Same size, rewritten.
+  st = os.stat(tmp_path / "a.npz")
+  os.utime(tmp_path / "a.npz", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+  assert sources.load_source(name).fingerprint != first.fingerprint
+  other = sources.load_source(_save(tmp_path / "b.npz", images=images))
+  assert other.fingerprint != first.fingerprint

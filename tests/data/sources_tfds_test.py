@@ -39,3 +39,24 @@ def test_crop_resize_keeps_the_centre_square():
   image[:, 2:8] = 255  # The centre 6x6 square is white, the side columns black.
   out = images.crop_resize(image, 3)
   assert out.shape == (3, 3, 1) and np.all(out == 255)
+
+
+def test_tfds_sources_are_named_by_version_image_size_and_split_sizes(tmp_path):
+  with tfds.testing.mock_data(num_examples=6):
+    ds = sources.load_source("tfds:cifar10", data_dir=str(tmp_path))
+    streamed = sources.load_source("tfds:cifar10", data_dir=str(tmp_path), streaming=True)
+    faces = sources.load_source("tfds:celeb_a", data_dir=str(tmp_path), image_size=8)
+    faces_16 = sources.load_source("tfds:celeb_a", data_dir=str(tmp_path), image_size=16)
+    male = sources.load_source(
+      "tfds:celeb_a", data_dir=str(tmp_path), image_size=8, attributes=("Male",)
+    )
+  with tfds.testing.mock_data(num_examples=7):
+    more = sources.load_source("tfds:cifar10", data_dir=str(tmp_path))
+  version = str(tfds.builder_cls("cifar10").VERSION)
+  assert (
+    ds.fingerprint.startswith(f"tfds:cifar10/{version}|") and "train 6|test 6" in ds.fingerprint
+  )
+  # Streaming and attributes change neither the rows nor their pixels; sizes do.
+  assert streamed.fingerprint == ds.fingerprint and male.fingerprint == faces.fingerprint
+  assert len({ds.fingerprint, more.fingerprint, faces.fingerprint, faces_16.fingerprint}) == 4
+  assert ds.split_fingerprint("train") != ds.split_fingerprint("test")

@@ -6,6 +6,7 @@ random pixels and labels. Each run trains both stages with the ResNet autoencode
 conv stage-2 networks, generates, and resumes exactly from a middle checkpoint.
 """
 
+import copy
 import json
 import shutil
 
@@ -16,7 +17,8 @@ import tensorflow_datasets as tfds
 
 import lsdm_jax
 from experiments.configs import celeba64_attributes, celeba_superres, cifar10_classcond
-from lsdm_jax import train
+from lsdm_jax import evaluation, train
+from lsdm_jax.data.sources import load_source
 from lsdm_jax.errors import DataError
 
 CONFIGS = {
@@ -155,3 +157,76 @@ def test_bfloat16_compute_stays_within_tolerance_of_float32(mock_runs):
   assert np.mean(np.abs(a - b)) < 0.02
   params = jax.tree.leaves(runs["bfloat16"].params)
   assert all(p.dtype == np.float32 for p in params)
+
+
+# --------------------------------------------------------------------------- FID protocol
+
+PROTOCOL_KEYS = {"fid", "fid_real", "fid_num_samples", "fid_num_real", "fid_reference_images"} | {
+  f"{name}_inception{suffix}"
+  for name in ("precision", "recall", "density", "coverage")
+  for suffix in ("", "_real")
+}
+
+
+def test_research_configs_score_fid_on_50k_samples():
+  for name, module in CONFIGS.items():
+    assert module.get_config().eval.num_samples == 50_000, name
+    assert 0 < module.get_config("tiny").eval.num_samples <= 10, name
+
+
+def check_protocol(metrics, n, n_real, n_reference):
+  assert PROTOCOL_KEYS <= set(metrics)
+  assert all(np.isfinite(metrics[k]) for k in PROTOCOL_KEYS)
+  assert metrics["fid"] >= 0 and metrics["fid_real"] >= 0
+  for name in ("precision", "recall", "coverage"):
+    assert 0 <= metrics[f"{name}_inception"] <= 1 and 0 <= metrics[f"{name}_inception_real"] <= 1
+  assert metrics["density_inception"] >= 0 and metrics["density_inception_real"] >= 0
+  counts = (metrics["fid_num_samples"], metrics["fid_num_real"], metrics["fid_reference_images"])
+  assert counts == (n, n_real, n_reference)
+
+
+def protocol_on_few_images(name, mock_runs, inception_weights):
+  """The FID protocol with random Inception weights of a tiny run: 4 samples scored against
+  a mock data set of 6 images a split (4 of its test images for the floor), the fewest the
+  k-NN metrics allow: 14 images through the net, up to a second each on a CPU."""
+  config, workdir, _ = mock_runs(name)
+  config = copy.deepcopy(config)
+  config.eval.inception_weights = str(inception_weights)
+  config.eval.inception_batch_size = 2
+  with tfds.testing.mock_data(num_examples=40):
+    exp = train.setup(config)
+  d = config.data
+  with tfds.testing.mock_data(num_examples=6):
+    small = load_source(
+      d.source, data_dir=d.data_dir, image_size=d.image_size, attributes=tuple(d.attributes)
+    )
+  model = lsdm_jax.load(workdir)
+  return evaluation.fid_protocol(model, exp, config, 4, jax.random.key(0), small)
+
+
+def test_tiny_cifar10_run_reports_the_fid_protocol(mock_runs, inception_weights):
+  metrics = protocol_on_few_images("cifar10_classcond", mock_runs, inception_weights)
+  check_protocol(metrics, 4, 4, 6)
+
+
+@pytest.mark.slow  # The CelebA runs train for 30-40 s, then 14 images through Inception.
+@pytest.mark.parametrize("name", ["celeba64_attributes", "celeba_superres"])
+def test_tiny_celeba_runs_report_the_fid_protocol(name, mock_runs, inception_weights):
+  metrics = protocol_on_few_images(name, mock_runs, inception_weights)
+  check_protocol(metrics, 4, 4, 6)
+
+
+@pytest.mark.slow  # A whole run, then 56 images through Inception: about a minute on a CPU.
+def test_tiny_cifar10_run_with_inception_weights_writes_the_fid_protocol(
+  tmp_path, inception_weights
+):
+  config = tiny("cifar10_classcond", tmp_path / "tfds")
+  config.eval.enabled = True
+  config.eval.inception_weights = str(inception_weights)
+  config.eval.inception_batch_size = 8
+  with tfds.testing.mock_data(num_examples=40):
+    metrics = train.train_and_evaluate(config, tmp_path / "run")
+  n = config.eval.num_samples
+  check_protocol(metrics, n, n, 40)  # n of the 40 test images; every train image.
+  written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+  assert {k: written[k] for k in PROTOCOL_KEYS} == {k: metrics[k] for k in PROTOCOL_KEYS}

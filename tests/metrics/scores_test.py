@@ -7,6 +7,9 @@ from lsdm_jax.data.sources import to_float
 from lsdm_jax.data.tasks import avg_pool
 from lsdm_jax.errors import DataError
 from lsdm_jax.metrics import scores
+from lsdm_jax.metrics.feature_stats import FeatureStats, quantize_uint8
+from lsdm_jax.metrics.fid import frechet_distance, gaussian_stats
+from lsdm_jax.metrics.precision_recall import density_coverage, precision_recall
 from lsdm_jax.metrics.scores import evaluate_classcond, evaluate_superres, pixel_features
 
 
@@ -94,3 +97,50 @@ def test_reference_rows_match_the_test_classes_when_given_labels():
   np.testing.assert_array_equal(np.sort(train_labels[rows]), np.sort(test_labels))
   assert len(scores.reference_rows(rng, 10, 25)) == 25  # With replacement only when needed.
   assert len(set(scores.reference_rows(rng, 30, 25).tolist())) == 25
+
+
+# --------------------------------------------------------------------------- FID protocol
+
+
+def _stats(x: np.ndarray) -> FeatureStats:
+  """Every row's statistics, every row kept."""
+  mu, sigma = gaussian_stats(x)
+  return FeatureStats(mu, sigma, len(x), x.astype(np.float32), np.arange(len(x)))
+
+
+def test_inception_scores_name_the_protocol_s_numbers():
+  rng = np.random.default_rng(0)
+  reference, real = rng.standard_normal((400, 4)), rng.standard_normal((300, 4))
+  far = rng.standard_normal((200, 4)) + 10.0
+  out = scores.inception_scores(_stats(far), _stats(reference), _stats(real))
+  assert out["fid"] == pytest.approx(frechet_distance(far, reference), rel=1e-9)
+  assert out["fid_real"] == pytest.approx(frechet_distance(real, reference), rel=1e-9)
+  assert out["fid_real"] < 1.0 < 300.0 < out["fid"]
+  pr, dc = precision_recall(reference, real, k=3), density_coverage(reference, real, k=5)
+  assert (out["precision_inception_real"], out["recall_inception_real"]) == pytest.approx(pr)
+  assert (out["density_inception_real"], out["coverage_inception_real"]) == pytest.approx(dc)
+  assert out["precision_inception"] == 0.0 and out["coverage_inception"] == 0.0
+  assert out["coverage_inception_real"] > 0.5
+  assert (out["fid_num_samples"], out["fid_num_real"], out["fid_reference_images"]) == (
+    200,
+    300,
+    400,
+  )
+
+
+def test_inception_metrics_score_the_images_as_saved():
+  """Float samples are scored as the uint8 images they would be saved as."""
+  rng = np.random.default_rng(1)
+  generated = rng.random((30, 4, 4, 1), dtype=np.float32)
+  reference = rng.integers(0, 256, (50, 4, 4, 1), dtype=np.uint8)
+  real = rng.integers(0, 256, (20, 4, 4, 1), dtype=np.uint8)
+
+  def features(images):
+    # The net sees float32 grey levels k / 255 only.
+    assert images.dtype == np.float32
+    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-4)
+    return images.reshape(len(images), -1).astype(np.float64)
+
+  out = scores.inception_metrics(generated, reference, real, features, keep=25)
+  saved = scores.inception_metrics(quantize_uint8(generated), reference, real, features, keep=25)
+  assert out == saved and out["fid_num_samples"] == 30
