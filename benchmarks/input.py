@@ -228,7 +228,8 @@ def table(rows: list[dict], cores: int, args) -> str:
     "batches converted on the host (`to_float=True`, as stage 1 "
     "took them); uint8: converted on the device (`to_float=False`). Needed: the rate one "
     f"H200 consumes at {MFU:.0%} of 989 TFLOP/s, from `scale.stage1_flops` (XLA's count of "
-    f"the lowered stage-1 step at the global batch); a host of eight needs 8x. {args.note}",
+    "the lowered stage-1 step at the global batch); a host of eight needs 8x."
+    + (f" {args.note}" if args.note else ""),
     "",
     "| config | stored (mean bytes) | batch of | global batch | workers | prefetch "
     "| images/s float32 | images/s uint8 | GFLOP / image | needed by one H200 | uint8 / needed |",
