@@ -157,15 +157,21 @@ def rate(images, batch: int, workers: int, prefetch: int, to_float: bool, args) 
     batches.close()
 
 
-def needed_rate(name: str, batch: int) -> tuple[float, float]:
+def needed_rate(name: str, batch: int, variant: str = "default") -> tuple[float, float]:
   """(stage-1 FLOPs per image, images per second one H200 consumes at MFU of its peak)."""
-  per_image = scale.stage1_flops(name) / batch
+  if variant != "default":
+    batch = scale.CONFIGS[name][0].get_config(variant).stage1.batch_size
+  per_image = scale.stage1_flops(name, variant) / batch
   return per_image, MFU * H200_PEAK / per_image
 
 
 def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="seconds: 0 and 1 workers, short")
+  parser.add_argument(
+    "--quick", action="store_true", help="seconds: short, 0 and 1 workers, tiny models' FLOPs"
+  )
+  parser.add_argument("--workers", default="", help="comma-separated (default 0,1,2,all cores)")
+  parser.add_argument("--only", default="", help="inputs whose config names contain this")
   parser.add_argument("--seconds", type=float, default=0.0, help="timed per setting")
   parser.add_argument("--windows", type=int, default=3, help="timed windows: the best counts")
   parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
@@ -179,12 +185,16 @@ def main(argv=None) -> list[dict]:
   args.seconds = args.seconds or (0.5 if args.quick else 6.0)
   cores = os.cpu_count() or 1
   counts = [0, 1] if args.quick else sorted({0, 1, 2, cores})
+  if args.workers:
+    counts = [int(w) for w in args.workers.split(",")]
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for names, (dataset, shape, fmt, length, size) in INPUTS.items():
+      if args.only not in names:
+        continue
       config = scale.CONFIGS[names.split(",")[0]][0].get_config()
       batch, prefetch = config.stage1.batch_size, config.data.prefetch
-      flops, needed = needed_rate(names.split(",")[0], batch)
+      flops, needed = needed_rate(names.split(",")[0], batch, "tiny" if args.quick else "default")
       source, mean_bytes = make_source(
         pathlib.Path(tmp), shape, fmt, length, 32 if args.quick else 256
       )
@@ -229,6 +239,7 @@ def table(rows: list[dict], cores: int, args) -> str:
     "took them); uint8: converted on the device (`to_float=False`). Needed: the rate one "
     f"H200 consumes at {MFU:.0%} of 989 TFLOP/s, from `scale.stage1_flops` (XLA's count of "
     "the lowered stage-1 step at the global batch); a host of eight needs 8x."
+    + (" With --quick, the tiny variants' FLOPs per image." if args.quick else "")
     + (f" {args.note}" if args.note else ""),
     "",
     "| config | stored (mean bytes) | batch of | global batch | workers | prefetch "

@@ -70,3 +70,13 @@ def test_scale_counts_every_iteration_of_the_stage2_loops():
   unrolled, looped = compiled_flops(True), compiled_flops(False)
   assert corrected == pytest.approx(unrolled, rel=0.15)
   assert corrected > 2.5 * looped  # 2 x (3 critic updates + 1 generator update)
+
+
+def test_input_quick_measures_grain_batches_beside_the_rate_an_h200_needs(tmp_path):
+  out = tmp_path / "input.md"
+  rows = load("input").main(["--quick", "--workers=0", "--only=cifar10", f"--out={out}"])
+  assert [(r["config"], r["workers"]) for r in rows] == [("cifar10_classcond", 0)]
+  row = rows[0]
+  assert row["float"] > 0 and row["uint8"] > 0 and row["needed"] > 0
+  assert row["stored"] == "32x32x3 PNG" and 500 < row["bytes"] < 32 * 32 * 3  # Compressed.
+  assert "| cifar10_classcond | 32x32x3 PNG" in out.read_text()
