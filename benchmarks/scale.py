@@ -28,7 +28,7 @@ device's share is analysed and timed here, on one device: global batch / N rows 
 On CPU the steps run in float32 (`--compute_dtype`, default: the config's on GPU/TPU,
 float32 on CPU: XLA:CPU emulates bfloat16 convolutions slowly). Data are random arrays of
 the real shapes: nothing is read. The table goes to `benchmarks/results/scale_<backend>.md`
-(`--out`).
+(`scale_<backend>_tiny.md` with `--quick`; `--out`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import datetime
 import math
+import os
 import pathlib
 import sys
 import time
@@ -335,7 +336,8 @@ def table(rows: list[dict], peak: float, peak_source: str, command: str) -> str:
     f"# Research configs: FLOPs, memory, speed ({backend})",
     "",
     f"`{command}` on {jax.devices()[0].device_kind} ({backend}), JAX {jax.__version__}, "
-    f"{datetime.date.today().isoformat()}. Peak for MFU: {peak / 1e12:.3g} TFLOP/s "
+    f"{datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.1f} at the end. "
+    f"Peak for MFU: {peak / 1e12:.3g} TFLOP/s "
     f"({peak_source}). Each config's global batches are split over `devices` data-parallel "
     "devices; one device's share (its batch: global / devices) is analysed and timed on one "
     "device, without the gradient all-reduce. FLOPs: XLA's cost analysis of the lowered "
@@ -394,7 +396,8 @@ def main(argv=None) -> list[dict]:
       parser.error(str(e))
     print(f"{name}: measured in {time.perf_counter() - t:.0f} s", flush=True)
   peak, source = device_peak(args.peak_tflops)
-  out = args.out or pathlib.Path(__file__).parent / "results" / f"scale_{backend}.md"
+  suffix = "_tiny" if args.quick else ""
+  out = args.out or pathlib.Path(__file__).parent / "results" / f"scale_{backend}{suffix}.md"
   shown = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("--out")]
   command = " ".join(["python benchmarks/scale.py", *shown])
   write_table(table(rows, peak, source, command), out)
