@@ -1,7 +1,10 @@
-"""The interleaved stage-2 benchmark runs and writes its table (tiny models, `--quick`)."""
+"""The benchmark scripts run and write their tables (tiny models, `--quick`, `--dry-run`)."""
 
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -80,3 +83,45 @@ def test_input_quick_measures_grain_batches_beside_the_rate_an_h200_needs(tmp_pa
   assert row["float"] > 0 and row["uint8"] > 0 and row["needed"] > 0
   assert row["stored"] == "32x32x3 PNG" and 500 < row["bytes"] < 32 * 32 * 3  # Compressed.
   assert "| cifar10_classcond | 32x32x3 PNG" in out.read_text()
+
+
+def test_accelerator_report_is_one_table_and_fails_naming_a_failed_step(tmp_path):
+  """The report of benchmarks/accelerator.sh: every step's rows in one table, a failed
+  step named in it, and a non-zero exit."""
+  accelerator = load("accelerator")
+  device = {"jax": "0.0", "backend": "gpu", "device": "NVIDIA H200", "date": "2000-01-01"}
+  (tmp_path / "device.json").write_text(json.dumps([device]))
+  measured = {"config": "cifar10_classcond:default", "dtype": "bfloat16", "peak_flops": 1e15}
+  for stage, flops in (("stage1", 5e12), ("stage2", 2e12)):
+    measured.update({f"batch_{stage}": 128, f"flops_{stage}": flops, f"sec_{stage}": 0.02})
+    measured[f"mem_{stage}"] = 1e10
+  (tmp_path / "scale_cifar10_classcond.json").write_text(json.dumps([measured]))
+  (tmp_path / "status.txt").write_text("device 0 exit 0\nmock 124 ran past its 170 s\n")
+  out = tmp_path / "table.md"
+  with pytest.raises(SystemExit, match="1 step"):
+    accelerator.main(["report", f"--dir={tmp_path}", f"--out={out}"])
+  text = out.read_text()
+  assert "NVIDIA H200" in text and "JAX 0.0" in text and "2000-01-01" in text
+  rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+  assert len(rows) == 4  # The header, two scale rows, the failed step.
+  assert "| 25% |" in rows[1]  # 5 TFLOP in 0.02 s of 1,000 TFLOP/s.
+  assert rows[3].startswith("| mock |") and "FAILED: ran past its 170 s" in rows[3]
+
+
+@pytest.mark.slow  # 4-5 minutes: three processes compile the tiny configs.
+def test_accelerator_dry_run_runs_every_step_at_tiny_sizes(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device.
+  env.update(PYTHON=sys.executable, OUT=str(tmp_path))
+  done = subprocess.run(
+    ["bash", str(BENCHMARKS / "accelerator.sh"), "--dry-run"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1500,
+  )
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  text = (tmp_path / "scale_gpu.md").read_text()
+  for what in ("scale.py, stage-1 step", "mock run, stage2", "generate on device"):
+    assert what in text
+  assert "FAILED" not in text and text.count("finite losses") == 2
+  assert (tmp_path / "accelerator.log").exists()
