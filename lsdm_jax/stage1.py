@@ -23,8 +23,11 @@ KL autoencoders do (`LPIPSWithDiscriminator`, Rombach et al. 2022):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -255,7 +258,22 @@ def make_train_step(model, tx, cfg, mesh, shardings, base_key, perceptual=None):
   )
   if perceptual is not None:
     perceptual = jax.device_put(perceptual, rep)
-  return lambda state, images: step(state, images, perceptual)
+  return BoundStep(step, perceptual)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundStep:
+  """A jitted (state, images, perceptual) step with its perceptual distance bound:
+  called, and lowered (for cost analysis), as (state, images)."""
+
+  step: Callable
+  perceptual: Any
+
+  def __call__(self, state, images):
+    return self.step(state, images, self.perceptual)
+
+  def lower(self, state, images):
+    return self.step.lower(state, images, self.perceptual)
 
 
 def load_perceptual(cfg: ml_collections.ConfigDict, compute_dtype: str = "float32"):

@@ -175,10 +175,11 @@ def unroll_scans(cfg: ml_collections.ConfigDict) -> bool:
   """Whether the fused steps and the critic phase are unrolled instead of looped.
 
   XLA:CPU runs a convolution inside a loop (`lax.scan`) some 30x slower than the same
-  convolution in straight-line code, so the 'conv' networks are unrolled on the CPU;
-  elsewhere, and for the MLP networks, a loop compiles faster and runs as fast.
+  convolution in straight-line code, so the 'conv' networks are unrolled on the CPU
+  (`loop.cpu_workarounds`, which LSDM_JAX_CPU_WORKAROUNDS=0 switches off); elsewhere, and
+  for the MLP networks, a loop compiles faster and runs as fast.
   """
-  return cfg.arch == "conv" and jax.default_backend() == "cpu"
+  return cfg.arch == "conv" and loop.cpu_workarounds()
 
 
 class Stage2:

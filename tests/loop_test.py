@@ -326,3 +326,26 @@ def test_learning_rate_schedules_warm_up_then_decay_to_the_final_share(schedule,
 def test_a_constant_rate_without_warm_up_is_a_plain_number():
   assert loop.learning_rate(_section(learning_rate=0.3, warmup_steps=0)) == 0.3
   assert loop.learning_rate(_section(learning_rate=0.3), peak=0.7) == 0.7
+
+
+@pytest.mark.parametrize(
+  ("value", "expected"), [(None, True), ("", True), ("0", False), ("1", True), (" 0 ", False)]
+)
+def test_cpu_workarounds_follow_the_backend_unless_the_environment_says(
+  value, expected, monkeypatch
+):
+  assert jax.default_backend() == "cpu"  # tests/conftest.py
+  if value is None:
+    monkeypatch.delenv(loop.CPU_WORKAROUNDS_ENV, raising=False)
+  else:
+    monkeypatch.setenv(loop.CPU_WORKAROUNDS_ENV, value)
+  assert loop.cpu_workarounds() is expected
+  assert loop.conditional_update(True) is expected
+  assert loop.conditional_update(False) is False
+
+
+def test_cpu_workarounds_reject_another_value_in_one_line(monkeypatch):
+  monkeypatch.setenv(loop.CPU_WORKAROUNDS_ENV, "off")
+  with pytest.raises(ConfigError, match="LSDM_JAX_CPU_WORKAROUNDS='off' must be 0") as e:
+    loop.cpu_workarounds()
+  assert "\n" not in str(e.value)

@@ -148,3 +148,18 @@ def test_stage2_seed_reseeds_stage_2_alone():
   assert same(default, init(0, 0))  # -1 means the run's seed.
   assert not same(default, init(0, 1))  # Another stage-2 seed, the same run seed.
   assert same(init(0, 1), init(5, 1))  # The run's seed (stage 1's) does not enter.
+
+
+@pytest.mark.parametrize(
+  ("arch", "env", "unrolled"), [("conv", None, True), ("conv", "0", False), ("mlp", None, False)]
+)
+def test_conv_scans_are_unrolled_only_where_the_cpu_workarounds_apply(
+  arch, env, unrolled, monkeypatch
+):
+  if env is None:
+    monkeypatch.delenv("LSDM_JAX_CPU_WORKAROUNDS", raising=False)
+  else:
+    monkeypatch.setenv("LSDM_JAX_CPU_WORKAROUNDS", env)
+  cfg = config_lib.base_config().stage2
+  cfg.arch = arch
+  assert stage2.unroll_scans(cfg) is unrolled

@@ -68,6 +68,7 @@ def stage1_batches(
   num_steps: int,
   workers: int = 0,
   prefetch: int = 2,
+  to_float: bool = False,
 ) -> Iterator[np.ndarray]:
   """Stage 1's host batches for steps `start_step`, ..., `num_steps` − 1, through grain.
 
@@ -86,10 +87,14 @@ def stage1_batches(
       (0 = none: threads of this process).
     prefetch: batches read ahead, each by a thread of its own, in this process and in
       each worker (0 = none: each batch is read when it is asked for).
+    to_float: convert each batch to float32 in [0, 1] here, on the host (for the input
+      benchmark's comparison); False (stage 1's way) keeps the images' own dtype (uint8
+      for TFDS images): a quarter of the bytes to pass from the workers and to the device,
+      for a step that converts on the device.
 
   Returns:
-    A grain iterator of (K, H, W, C) batches of the images' dtype (uint8 for TFDS);
-    `close()` it to stop its threads and workers early.
+    A grain iterator of (K, H, W, C) batches of the images' dtype (uint8 for TFDS), or
+    float32 with `to_float`; `close()` it to stop its threads and workers early.
   """
   import grain  # Only streaming runs need it.
 
@@ -97,6 +102,8 @@ def stage1_batches(
   options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
   dataset = grain.MapDataset.range(start_step, num_steps).map(read)
   if workers == 0:
+    if to_float:
+      dataset = dataset.map(sources.to_float)
     return iter(dataset.to_iter_dataset(options))
   from absl import flags
 
@@ -107,6 +114,8 @@ def stage1_batches(
   stream = dataset.to_iter_dataset(options).mp_prefetch(
     grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(1, prefetch))
   )
+  if to_float:
+    stream = stream.map(sources.to_float)
   if prefetch:
     stream = grain.experimental.ThreadPrefetchIterDataset(stream, prefetch_buffer_size=prefetch)
   return iter(stream)
@@ -118,6 +127,7 @@ class StepBatches:
   The loop asks for consecutive steps from the one it starts (or resumes) at; a call for
   any other step starts the grain iterator afresh at that step. The iterator is closed
   after the last step (`num_steps` − 1), by `close`, or when this object is collected.
+  The arguments are `stage1_batches`'s.
   """
 
   def __init__(
@@ -130,9 +140,11 @@ class StepBatches:
     *,
     workers: int = 0,
     prefetch: int = 2,
+    to_float: bool = False,
   ):
     self._args = (images, batch_size, seed, rows)
-    self._num_steps, self._workers, self._prefetch = num_steps, workers, prefetch
+    self._num_steps = num_steps
+    self._options = {"workers": workers, "prefetch": prefetch, "to_float": to_float}
     self._iterator = None
     self._next = None
     self.restarts = 0  # Iterators started (the first one included).
@@ -145,8 +157,7 @@ class StepBatches:
         *self._args,
         start_step=step,
         num_steps=max(self._num_steps, step + 1),
-        workers=self._workers,
-        prefetch=self._prefetch,
+        **self._options,
       )
       self._finalizer = weakref.finalize(self, _close, self._iterator)
       self.restarts += 1

@@ -216,6 +216,20 @@ def test_worker_processes_decode_the_same_batches(cifar):
     np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batches_stay_uint8_without_to_float(cifar, workers):
+  memory, lazy = cifar
+  batch_fn = pipeline.StepBatches(lazy.train_images, 8, 6, None, 4, workers=workers, to_float=False)
+  try:
+    got = [batch_fn(step) for step in range(4)]
+  finally:
+    batch_fn.close()
+  n = len(memory.train_images)
+  for step, g in enumerate(got):
+    assert g.dtype == np.uint8 and g.shape == (8, 16, 16, 3)
+    np.testing.assert_array_equal(g, memory.train_images[pipeline.batch_indices(n, 8, 6, step)])
+
+
 def _tiny_config(streaming: bool):
   c = config_lib.base_config()
   c.data.source, c.data.streaming = "tfds:cifar10", streaming

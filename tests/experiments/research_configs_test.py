@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 import lsdm_jax
 from experiments.configs import celeba64_attributes, celeba_superres, cifar10_classcond
-from lsdm_jax import evaluation, train
+from lsdm_jax import evaluation, loop, stage2, train
 from lsdm_jax.data.sources import load_source
 from lsdm_jax.errors import DataError
 
@@ -94,6 +94,50 @@ def test_tiny_config_trains_generates_and_resumes_exactly(name, mock_runs, tmp_p
   a = first.generate(x, jax.random.key(0))
   assert a.shape == (len(x), *first.image_shape) and np.all((a >= 0) & (a <= 1))
   np.testing.assert_array_equal(a, second.generate(x, jax.random.key(0)))
+
+
+def test_the_accelerator_branch_trains_and_resumes_exactly_on_the_cpu(
+  mock_runs, tmp_path, monkeypatch
+):
+  """The programs a GPU or TPU runs (stage 2's scans looped, the finite-update guards
+  selects), forced on the CPU with LSDM_JAX_CPU_WORKAROUNDS=0: the tiny CIFAR-10 run
+  trains, resumes exactly, and logs the CPU branch's losses to float rounding."""
+  monkeypatch.setenv(loop.CPU_WORKAROUNDS_ENV, "0")
+  seen = {"conditional": set(), "unroll": set()}
+  guarded_update, unroll_scans = loop.guarded_update, stage2.unroll_scans
+
+  def spy_guard(*args, conditional=False, **kwargs):
+    seen["conditional"].add(conditional)
+    return guarded_update(*args, conditional=conditional, **kwargs)
+
+  def spy_unroll(cfg):
+    seen["unroll"].add(unroll_scans(cfg))
+    return unroll_scans(cfg)
+
+  monkeypatch.setattr(loop, "guarded_update", spy_guard)
+  monkeypatch.setattr(stage2, "unroll_scans", spy_unroll)
+  config = tiny("cifar10_classcond", tmp_path / "tfds")
+  workdir = tmp_path / "run"
+  with tfds.testing.mock_data(num_examples=40):
+    train.train_and_evaluate(config, workdir)
+  assert seen == {"conditional": {False}, "unroll": {False}}
+  _, cpu_workdir, _ = mock_runs("cifar10_classcond")  # The CPU branch: same seed and data.
+  for stage, key in (("stage1", "loss"), ("stage2", "gen_loss")):
+    ours, theirs = ([r[key] for r in logged(w, stage)] for w in (workdir, cpu_workdir))
+    assert len(ours) == len(theirs) > 0 and np.all(np.isfinite(ours)), stage
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, err_msg=stage)
+  again = shutil.copytree(workdir, tmp_path / "again")
+  for stage in ("stage1", "stage2"):
+    shutil.rmtree(again / stage / str(newest_step(again / stage)))
+  shutil.rmtree(again / "latents")
+  (again / "metrics.json").unlink()
+  with tfds.testing.mock_data(num_examples=40):
+    train.train_and_evaluate(config, again)
+  first, second = lsdm_jax.load(workdir), lsdm_jax.load(again)
+  x = first.task.condition(*_conditions(first))
+  np.testing.assert_array_equal(
+    first.generate(x, jax.random.key(0)), second.generate(x, jax.random.key(0))
+  )
 
 
 @pytest.mark.slow  # 30-40 s; CIFAR-10's tiny run stays in the default suite.
