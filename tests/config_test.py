@@ -23,7 +23,8 @@ def test_the_defaults_are_valid():
     ("stage1.features", (), r"stage1.features=\(\) must be positive channel counts"),
     ("stage2.seed", -2, r"stage2.seed=-2 must be >= 0, or -1 for the run's seed"),
     ("stage1.final_lr_scale", 1.5, r"stage1.final_lr_scale=1.5 must be in \[0, 1\]"),
-    ("stage1.batch_size", 12.5, r"stage1.batch_size=12.5 has the wrong type"),
+    ("stage1.batch_size", True, r"stage1.batch_size=True has the wrong type"),
+    ("stage1.features", (8.5,), r"stage1.features=\(8.5,\) has the wrong type"),
   ],
 )
 def test_a_bad_value_is_one_error_naming_the_field(field, value, message):

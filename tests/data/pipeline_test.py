@@ -141,11 +141,10 @@ def test_crop_resize_is_jax_s_antialiased_linear_resize_of_the_centre_square():
 
 
 def _batches(images, batch_size, seed, steps, rows=slice(None)):
-  """The in-memory path: stage1.train's batch_fn without the device transfer."""
+  """The in-memory path: stage1.train's batch_fn without the device transfer (uint8, made
+  float on the device)."""
   n = len(images)
-  return [
-    sources.to_float(images[pipeline.batch_indices(n, batch_size, seed, s)[rows]]) for s in steps
-  ]
+  return [images[pipeline.batch_indices(n, batch_size, seed, s)[rows]] for s in steps]
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
@@ -157,7 +156,7 @@ def test_grain_batches_are_the_in_memory_batches(cifar, prefetch):
   got = list(stream)
   assert len(got) == 7
   for step, (g, w) in enumerate(zip(got, want, strict=True)):
-    assert g.dtype == np.float32 and g.shape == (8, 16, 16, 3)
+    assert g.dtype == np.uint8 and g.shape == (8, 16, 16, 3)
     np.testing.assert_array_equal(g, w, err_msg=f"step {step}")
   # Resumed at a step in the middle of an epoch.
   resumed = list(pipeline.stage1_batches(lazy.train_images, 8, 5, start_step=3, num_steps=7))
@@ -217,17 +216,18 @@ def test_worker_processes_decode_the_same_batches(cifar):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_batches_stay_uint8_without_to_float(cifar, workers):
+def test_batches_become_float_on_the_host_with_to_float(cifar, workers):
   memory, lazy = cifar
-  batch_fn = pipeline.StepBatches(lazy.train_images, 8, 6, None, 4, workers=workers, to_float=False)
+  batch_fn = pipeline.StepBatches(lazy.train_images, 8, 6, None, 4, workers=workers, to_float=True)
   try:
     got = [batch_fn(step) for step in range(4)]
   finally:
     batch_fn.close()
   n = len(memory.train_images)
   for step, g in enumerate(got):
-    assert g.dtype == np.uint8 and g.shape == (8, 16, 16, 3)
-    np.testing.assert_array_equal(g, memory.train_images[pipeline.batch_indices(n, 8, 6, step)])
+    assert g.dtype == np.float32 and g.shape == (8, 16, 16, 3)
+    want = sources.to_float(memory.train_images[pipeline.batch_indices(n, 8, 6, step)])
+    np.testing.assert_array_equal(g, want)
 
 
 def _tiny_config(streaming: bool):
