@@ -54,8 +54,8 @@ from timing import write_table  # noqa: E402
 
 from experiments.configs import celeba64_attributes, celeba_superres, cifar10_classcond  # noqa: E402
 from lsdm_jax import parallel, sampling, stage1, stage2  # noqa: E402
-from lsdm_jax.metrics import lpips  # noqa: E402
 from lsdm_jax.data.tasks import make_task  # noqa: E402
+from lsdm_jax.metrics import lpips  # noqa: E402
 
 CONFIGS = {
   "cifar10_classcond": (cifar10_classcond, (32, 32, 3), 10, 0),
