@@ -10,9 +10,8 @@ process), 1, 2 and os.cpu_count(), and the config's `data.prefetch`, and this pr
 takes its batches one after another as fast as they come: images per second after
 `--warmup` batches (the workers' start-up is in the warm-up), the best of `--windows`
 windows over `--seconds`.
-Each setting runs twice: with batches converted to float32 [0, 1] on the host, as stage 1
-took them before (`to_float=True`), and as uint8, converted on the device
-(`to_float=False`).
+Each setting runs twice: as uint8, converted on the device (`to_float=False`, stage 1's
+way), and, for comparison, converted to float32 [0, 1] on the host (`to_float=True`).
 
 The source stands in for a prepared TFDS array_record split read with
 `tfds.data_source`: random access to records whose image is stored encoded, decoded per
@@ -235,8 +234,8 @@ def table(rows: list[dict], cores: int, args) -> str:
     "over a source of encoded records decoded with PIL per read (see the module docstring "
     f"for what is included and excluded); after {args.warmup} warm-up batches, the best of "
     f"{args.windows} windows of {args.seconds / args.windows:.3g} s per setting. float32: "
-    "batches converted on the host (`to_float=True`, as stage 1 "
-    "took them); uint8: converted on the device (`to_float=False`). Needed: the rate one "
+    "batches converted on the host (`to_float=True`, for comparison); "
+    "uint8: converted on the device (`to_float=False`, as stage 1 reads them). Needed: the rate one "
     f"H200 consumes at {MFU:.0%} of 989 TFLOP/s, from `scale.stage1_flops` (XLA's count of "
     "the lowered stage-1 step at the global batch); a host of eight needs 8x."
     + (" With --quick, the tiny variants' FLOPs per image." if args.quick else "")

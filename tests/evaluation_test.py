@@ -36,9 +36,15 @@ def test_evaluate_again_gives_the_run_s_metrics(tiny_run):
   config, workdir, metrics = tiny_run
   again = evaluation.evaluate(lsdm_jax.load(workdir), train.setup(config), config)
   timed = {"generate_seconds_per_1000"}
+  # CAS trains a net for 300 steps on the samples: on 8 devices the reloaded model's
+  # samples differ from the run's in the last float bit (another sharding of the same
+  # program), which moves a few of its test predictions. Everything else is continuous.
+  trained = {"cas", "cas_ratio"}
   assert set(again) == set(metrics) - {"timings"}
-  for name in set(again) - timed:
+  for name in set(again) - timed - trained:
     assert again[name] == pytest.approx(metrics[name], rel=1e-5, abs=1e-6), name
+  for name in trained:
+    assert again[name] == pytest.approx(metrics[name], abs=0.005), name
   assert all(isinstance(v, float) for v in again.values())
 
 

@@ -156,7 +156,8 @@ class LPIPS(nn.Module):
     if x.shape != y.shape:
       raise DataError(f"LPIPS inputs differ in shape: x {x.shape}, y {y.shape}")
     n = x.shape[0]
-    shift, scale = jnp.asarray(SHIFT, jnp.float32), jnp.asarray(SCALE, jnp.float32)
+    shift = jnp.asarray(SHIFT, jnp.float32).reshape(1, 1, 1, 3)
+    scale = jnp.asarray(SCALE, jnp.float32).reshape(1, 1, 1, 3)
     # One VGG pass over both batches; the package's order of operations, for parity.
     both = jnp.concatenate([x, y]).astype(jnp.float32)
     both = ((2.0 * both - 1.0) - shift) / scale

@@ -86,7 +86,8 @@ def read_params(
       f"(damaged or replaced); {fix}"
     )
   try:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    buffer = io.BytesIO(data)
+    with np.load(buffer, allow_pickle=False) as npz:
       meta = json.loads(str(npz["meta"]))
       flat = {
         name.removeprefix(_PREFIX): np.asarray(npz[name], np.float32)

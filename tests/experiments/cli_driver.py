@@ -78,19 +78,22 @@ def injected(inject: dict | None):
   patches = []
   if "stage1_nan_step" in inject:
     current = {}
-    batch_indices, to_float = pipeline.batch_indices, stage1.to_float
+    batch_indices, read_batch = pipeline.batch_indices, stage1.read_batch
 
     def batch_indices_spy(n, batch_size, seed, step):
       current["step"] = step
       return batch_indices(n, batch_size, seed, step)
 
-    def to_float_nan(images):
-      out = np.array(to_float(images))
+    def read_batch_nan(images, rows):
+      out = np.array(read_batch(images, rows), np.float32)  # The embedded digits: float.
       if current.get("step") == inject["stage1_nan_step"]:
         out[0, 0, 0, 0] = np.nan
       return out
 
-    patches += [(pipeline, "batch_indices", batch_indices_spy), (stage1, "to_float", to_float_nan)]
+    patches += [
+      (pipeline, "batch_indices", batch_indices_spy),
+      (stage1, "read_batch", read_batch_nan),
+    ]
   if inject.get("stage2_nan"):
     standardise, calls = latents.standardise, []
 

@@ -116,12 +116,13 @@ def test_the_accelerator_branch_trains_and_resumes_exactly_on_the_cpu(
 
   monkeypatch.setattr(loop, "guarded_update", spy_guard)
   monkeypatch.setattr(stage2, "unroll_scans", spy_unroll)
-  config = tiny("cifar10_classcond", tmp_path / "tfds")
+  # The CPU branch's run (LPIPS and the adaptive weight included): the same config and data.
+  cpu_config, cpu_workdir, _ = mock_runs("cifar10_classcond")
+  config = copy.deepcopy(cpu_config)
   workdir = tmp_path / "run"
   with tfds.testing.mock_data(num_examples=40):
     train.train_and_evaluate(config, workdir)
   assert seen == {"conditional": {False}, "unroll": {False}}
-  _, cpu_workdir, _ = mock_runs("cifar10_classcond")  # The CPU branch: same seed and data.
   for stage, key in (("stage1", "loss"), ("stage2", "gen_loss")):
     ours, theirs = ([r[key] for r in logged(w, stage)] for w in (workdir, cpu_workdir))
     assert len(ours) == len(theirs) > 0 and np.all(np.isfinite(ours)), stage
