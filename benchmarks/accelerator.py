@@ -45,6 +45,7 @@ from timing import write_table  # noqa: E402
 import lsdm_jax  # noqa: E402
 from experiments.configs import cifar10_classcond  # noqa: E402
 from lsdm_jax import parallel, train  # noqa: E402
+from lsdm_jax.metrics import lpips  # noqa: E402
 
 GB = 1e9
 
@@ -114,6 +115,12 @@ def mock_config(dry_run: bool, data_dir: str):
     config.data.n_paired, config.data.n_unpaired = 1000, 1000
     s1, s2 = config.stage1, config.stage2
     s1.steps, s1.log_every, s1.save_every = 300, 50, 300
+    s1.disc_start = 151  # The second half with the discriminator at its adaptive weight.
+    # LPIPS of random weights: the exported file's FLOPs and memory (no network here).
+    weights = pathlib.Path(data_dir).parent / "lpips_random.npz"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(weights, **lpips.random_state_dict(0))
+    s1.lpips_weights = str(weights)
     s2.steps, s2.steps_per_call, s2.log_every, s2.save_every = 200, 20, 40, 200
   return config
 

@@ -234,8 +234,8 @@ def table(rows: list[dict], cores: int, args) -> str:
     "over a source of encoded records decoded with PIL per read (see the module docstring "
     f"for what is included and excluded); after {args.warmup} warm-up batches, the best of "
     f"{args.windows} windows of {args.seconds / args.windows:.3g} s per setting. float32: "
-    "batches converted on the host (`to_float=True`, for comparison); "
-    "uint8: converted on the device (`to_float=False`, as stage 1 reads them). Needed: the rate one "
+    "batches converted on the host (`to_float=True`, for comparison); uint8: converted "
+    "on the device (`to_float=False`, as stage 1 reads them). Needed: the rate one "
     f"H200 consumes at {MFU:.0%} of 989 TFLOP/s, from `scale.stage1_flops` (XLA's count of "
     "the lowered stage-1 step at the global batch); a host of eight needs 8x."
     + (" With --quick, the tiny variants' FLOPs per image." if args.quick else "")

@@ -163,6 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.inception_weights = ""  # pytorch-fid Inception .npz: adds the FID protocol's metrics.
   c.eval.num_samples = 0  # FID protocol: samples scored (0 = as many as the task's metrics use).
   c.eval.inception_batch_size = 50  # FID protocol: images per Inception call (one compiled shape).
+  c.eval.cas_steps = 300  # classcond: training steps of CAS's classifier (0 = no CAS).
   c.eval.seed = 1  # Seed of evaluation samples (kept apart from training's).
   c.eval.reference = "test"  # Images metrics.json scores against: 'test', or 'validation'.
   c.eval.enabled = True  # Compute metrics.json after training.
@@ -253,7 +254,7 @@ RANGES = {
     "stage2.real_noise stage2.ot_weight stage1.disc_weight stage1.disc_start stage1.warmup_steps "
     "stage2.warmup_steps stage1.grad_clip stage2.grad_clip stage1.weight_decay "
     "stage2.weight_decay data.image_size data.n_validation stage1.perceptual_weight "
-    "stage1.base_learning_rate stage2.base_learning_rate eval.num_samples"
+    "stage1.base_learning_rate stage2.base_learning_rate eval.num_samples eval.cas_steps"
   ),
   "seed": "stage2.seed",
   "unit": "stage2.ema_decay stage1.b1 stage1.b2 stage2.b1 stage2.b2",

@@ -124,10 +124,12 @@ def _feature_net(dataset: Dataset) -> FeatureNet | None:
 def _score_labels(lsdm, exp, config, images, samples, dataset, key) -> dict[str, float]:
   net = load_or_train_classifier(exp.dataset)
   out = scores.evaluate_classcond(images, samples.conditions, dataset, net, seed=config.eval.seed)
-  # CAS: a classifier trained on the samples alone, scored on the real images.
-  out.update(
-    classification_accuracy_score(images, samples.conditions, dataset, seed=config.eval.seed)
-  )
+  if config.eval.cas_steps:  # CAS: a classifier trained on the samples alone.
+    out.update(
+      classification_accuracy_score(
+        images, samples.conditions, dataset, seed=config.eval.seed, steps=config.eval.cas_steps
+      )
+    )
   if dataset is exp.dataset:  # The bound's terms are about the test split.
     terms = bound_terms(lsdm, exp.dataset, seed=config.eval.seed, max_points=BOUND_MAX_POINTS)
     out.update({f"bound_{k}": v for k, v in terms.items()})

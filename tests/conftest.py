@@ -75,38 +75,16 @@ def tiny_run(tmp_path_factory):
   return config, workdir, metrics
 
 
-def random_lpips_state_dict(seed: int = 0):
-  """Every key of `lpips.LPIPS(net="vgg").state_dict()`, random: He-normal convolutions,
-  small biases, non-negative lin weights (as the trained ones), their `lins.*` aliases and
-  the ScalingLayer buffers."""
-  import numpy as np
-
-  from lsdm_jax.metrics.lpips import expected_shapes
-
-  rng = np.random.default_rng(seed)
-  out = {}
-  for key, shape in expected_shapes().items():
-    if key.startswith("lin"):
-      out[key] = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-      out[f"lins.{key[3:]}"] = out[key]  # The package's module list holds them again.
-    elif key.endswith(".weight"):
-      std = np.sqrt(2.0 / np.prod(shape[1:]))
-      out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
-    else:
-      out[key] = rng.normal(0.0, 0.05, shape).astype(np.float32)
-  out["scaling_layer.shift"] = np.array([-0.030, -0.088, -0.188], np.float32).reshape(1, 3, 1, 1)
-  out["scaling_layer.scale"] = np.array([0.458, 0.448, 0.450], np.float32).reshape(1, 3, 1, 1)
-  return out
-
-
 @pytest.fixture(scope="session")
 def lpips_weights(tmp_path_factory):
   """An LPIPS (VGG) weights file in the exported format, with random weights (the real ones
   come from the lpips package; the parity test compares the two implementations)."""
   import numpy as np
 
+  from lsdm_jax.metrics.lpips import random_state_dict
+
   path = tmp_path_factory.mktemp("lpips") / "lpips_vgg.npz"
-  np.savez(path, **random_lpips_state_dict(0))
+  np.savez(path, **random_state_dict(0))
   return path
 
 

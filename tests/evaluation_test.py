@@ -54,6 +54,7 @@ def test_an_unknown_reference_is_a_config_error(tiny_run):
     evaluation.evaluate(lsdm_jax.load(workdir), train.setup(config), config, reference="train")
 
 
+@pytest.mark.slow  # experiments/evaluate_test.py checks the same through the command.
 def test_unpaired_reference_leaves_out_the_bound(tiny_run):
   config, workdir, _ = tiny_run
   m = evaluation.evaluate(lsdm_jax.load(workdir), train.setup(config), config, "unpaired")

@@ -209,6 +209,27 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
   return out
 
 
+def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
+  """A stand-in for the real weights: every key of `lpips.LPIPS(net="vgg").state_dict()`,
+  random: He-normal convolutions, small biases, non-negative lin weights (as the trained
+  ones), their `lins.*` aliases and the ScalingLayer buffers. For tests and benchmarks
+  only: its distances mean nothing, its FLOPs and memory are the real network's."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in expected_shapes().items():
+    if key.startswith("lin"):
+      out[key] = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+      out[f"lins.{key[3:]}"] = out[key]  # The package's module list holds them again.
+    elif key.endswith(".weight"):
+      std = np.sqrt(2.0 / np.prod(shape[1:]))
+      out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
+    else:
+      out[key] = rng.normal(0.0, 0.05, shape).astype(np.float32)
+  out["scaling_layer.shift"] = np.array(SHIFT, np.float32).reshape(1, 3, 1, 1)
+  out["scaling_layer.scale"] = np.array(SCALE, np.float32).reshape(1, 3, 1, 1)
+  return out
+
+
 def convert_state_dict(
   arrays: Mapping[str, np.ndarray], *, source: str = "the LPIPS state dict"
 ) -> dict[str, Any]:

@@ -249,6 +249,7 @@ def protocol_on_few_images(name, mock_runs, inception_weights):
   return evaluation.fid_protocol(model, exp, config, 4, jax.random.key(0), small)
 
 
+@pytest.mark.slow  # The protocol's own tests (evaluation_test.py) run by default.
 def test_tiny_cifar10_run_reports_the_fid_protocol(mock_runs, inception_weights):
   metrics = protocol_on_few_images("cifar10_classcond", mock_runs, inception_weights)
   check_protocol(metrics, 4, 4, 6)
