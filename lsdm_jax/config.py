@@ -131,9 +131,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.stage2.n_critic = 5  # Critic updates per generator update ('critic').
   c.stage2.gp_weight = 10.0  # Gradient-penalty weight ('critic').
   c.stage2.gp_stride = 2  # Penalty on every k-th example of a batch (1 = all) ('critic').
-  c.stage2.epsilon = 5.0  # Sinkhorn ε, absolute, in units of the Euclidean cost ('sinkhorn').
+  c.stage2.epsilon = 5.0  # Sinkhorn ε, absolute, in Euclidean-cost units ('sinkhorn', ot_weight).
   c.stage2.cond_scale = 30.0  # Weight of φ(x) against z in the joint ground cost.
-  c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn').
+  c.stage2.sinkhorn_iterations = 500  # Max Sinkhorn iterations ('sinkhorn', ot_weight).
   c.stage2.ema_decay = 0.999  # EMA of the generator's weights to sample with (0 = off).
   c.stage2.real_noise = 0.2  # Std of Gaussian jitter on real latents (standardised units).
   c.stage2.unpaired_weight = 0.0  # Weight of marginal matching to unpaired latents (0 = paper).

@@ -105,6 +105,30 @@ def test_unpaired_marginal_term_adds_a_critic_and_a_metric(key):
   assert np.isfinite(float(metrics["gradient_penalty"]))
 
 
+def test_ot_weight_adds_the_sinkhorn_term_to_the_generator_s_loss():
+  mesh = parallel.make_mesh(1, 1)
+  data = _toy()
+  rep = jax.tree.map(lambda _: parallel.replicated(mesh), data)
+  after = {}
+  for weight in (0.0, 1.0):
+    config = _config("critic")
+    config.stage2.ot_weight, config.stage2.steps_per_call, config.stage2.n_critic = weight, 1, 1
+    s2 = stage2.Stage2(config, Task("classcond", "label", (), num_classes=3), 2, mesh)
+    state = s2.init_state(data["x"][:1])
+    step = s2.make_train_step(jax.tree.map(lambda _: parallel.replicated(mesh), state), rep)
+    state, metrics = step(state, data)
+    assert ("sinkhorn" in metrics) == (weight > 0)
+    after[weight] = (state.params["generator"], state.params["critic"], metrics)
+  assert np.isfinite(float(after[1.0][2]["sinkhorn"])) and float(after[1.0][2]["sinkhorn"]) > 0
+  # The same draws: the critic takes the same step, the generator another one.
+  for a, b in zip(jax.tree.leaves(after[0.0][1]), jax.tree.leaves(after[1.0][1]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(after[0.0][0]), jax.tree.leaves(after[1.0][0]), strict=True)
+  )
+
+
 def test_ema_weights_are_kept_beside_the_trained_ones_and_used_for_sampling(key):
   config = _config("critic")
   config.stage2.ema_decay = 0.9
