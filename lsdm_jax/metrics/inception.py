@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsdm_jax.errors import ConfigError, DataError
+from lsdm_jax.metrics.params_file import convert_exported
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
@@ -478,18 +478,6 @@ def load_inception(path: str | os.PathLike, *, batch_size: int = BATCH_SIZE) -> 
     DataError: the file is missing, not an `.npz`, or its keys or shapes are not the
       network's.
   """
+  variables = convert_exported(path, "Inception weights file", _HOW, convert_state_dict)
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise DataError(f"Inception weights file {path} does not exist; {_HOW}")
-  try:
-    archive = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f"Inception weights file {path} is not an .npz ({e}); {_HOW}") from None
-  if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise DataError(f"Inception weights file {path} holds one array, not an .npz; {_HOW}")
-  with archive:
-    try:
-      variables = convert_state_dict(archive, source=f"Inception weights file {path}")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      raise DataError(f"Inception weights file {path} is unreadable ({e}); {_HOW}") from None
   return InceptionFeatures(jax.device_put(variables), batch_size=batch_size, source=path)

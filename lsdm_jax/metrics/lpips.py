@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsdm_jax.errors import DataError
+from lsdm_jax.metrics.params_file import convert_exported
 
 # The package's ScalingLayer, applied to images in [-1, 1].
 SHIFT = (-0.030, -0.088, -0.188)
@@ -291,20 +291,7 @@ def load_lpips_params(path: str | os.PathLike) -> dict[str, Any]:
   Raises:
     DataError: the file is missing, not an `.npz`, or lacks a key or has a wrong shape.
   """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise DataError(f"LPIPS weights file {path} does not exist; {_HOW}")
-  try:
-    archive = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f"LPIPS weights file {path} is not an .npz ({e}); {_HOW}") from None
-  if not isinstance(archive, np.lib.npyio.NpzFile):
-    raise DataError(f"LPIPS weights file {path} holds one array, not an .npz; {_HOW}")
-  with archive:
-    try:
-      params = convert_state_dict(archive, source=f"LPIPS weights file {path}")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      raise DataError(f"LPIPS weights file {path} is unreadable ({e}); {_HOW}") from None
+  params = convert_exported(path, "LPIPS weights file", _HOW, convert_state_dict)
   return jax.device_put(params)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,29 @@ def read_params(
   if not flat or not all(np.isfinite(value).all() for value in flat.values()):
     raise DataError(f"{what} {path} holds no parameters or non-finite ones; {fix}")
   return traverse_util.unflatten_dict(flat, sep="/"), meta
+
+
+def convert_exported(path: str | os.PathLike, what: str, fix: str, convert: Callable) -> Any:
+  """`convert(archive, source=...)` of a torch `state_dict` exported as `.npz` (the LPIPS
+  and Inception weights files), every failure one `DataError` naming `what` and `fix`.
+
+  Args:
+    path: the `.npz` file.
+    what: its name in messages, e.g. "LPIPS weights file".
+    fix: what to do, appended to every message.
+    convert: (Mapping of arrays, source=str) → params; may raise ValueError on bad keys.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DataError(f"{what} {path} does not exist; {fix}")
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise DataError(f"{what} {path} is not an .npz ({e}); {fix}") from None
+  if not isinstance(archive, np.lib.npyio.NpzFile):
+    raise DataError(f"{what} {path} holds one array, not an .npz; {fix}")
+  with archive:
+    try:
+      return convert(archive, source=f"{what} {path}")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise DataError(f"{what} {path} is unreadable ({e}); {fix}") from None
